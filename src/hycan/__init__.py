@@ -1,0 +1,70 @@
+"""hycan: create vcan links and bring CAN/network links up and down without root.
+
+Sync API (stdlib only)::
+
+    from hycan import Netlink
+    with Netlink("vcan0") as net:   # creates vcan0 through hycan-daemon
+        net.up()
+
+trio API (imports trio on first use)::
+
+    from hycan import AsyncNetlink
+    async with await AsyncNetlink.open("vcan0") as net:
+        await net.up()
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+__version__ = "0.1.0"
+
+from hycan._sync.client import DaemonClient, Netlink
+from hycan.backends.base import LinkStatus
+from hycan.errors import (
+    AlreadyExists,
+    DaemonBusy,
+    DaemonUnavailable,
+    ErrorCode,
+    HycanError,
+    InterfaceNotFound,
+    InvalidName,
+    NotSupported,
+    OperationFailed,
+    PermissionDenied,
+    ProtocolError,
+    Timeout,
+)
+
+if TYPE_CHECKING:
+    from hycan._async.client import AsyncDaemonClient, AsyncNetlink
+
+__all__ = [
+    "AlreadyExists",
+    "AsyncDaemonClient",
+    "AsyncNetlink",
+    "DaemonBusy",
+    "DaemonClient",
+    "DaemonUnavailable",
+    "ErrorCode",
+    "HycanError",
+    "InterfaceNotFound",
+    "InvalidName",
+    "LinkStatus",
+    "Netlink",
+    "NotSupported",
+    "OperationFailed",
+    "PermissionDenied",
+    "ProtocolError",
+    "Timeout",
+    "__version__",
+]
+
+
+def __getattr__(name: str) -> Any:
+    # The trio API is imported lazily so that `import hycan` never imports trio.
+    if name in ("AsyncDaemonClient", "AsyncNetlink"):
+        from hycan._async import client
+
+        return getattr(client, name)
+    raise AttributeError(f"module 'hycan' has no attribute {name!r}")

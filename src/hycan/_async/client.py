@@ -1,0 +1,209 @@
+"""Client API: a daemon connection and a per-link handle.
+
+This file is the single source of the client: ``scripts/unasync.py`` generates
+``hycan/_sync/client.py`` from it (``async``/``await`` removed, ``Async`` prefixes dropped).
+Lines marked ``# sync-only:`` become code in the sync version; blocks between
+``# async-only: begin`` and ``# async-only: end`` are left out of it.
+"""
+
+from __future__ import annotations
+
+import json
+from types import TracebackType
+from typing import Any, Self
+
+from hycan._async.transport import AsyncLocalTransport, AsyncSocketTransport
+from hycan._names import encode_name
+from hycan._paths import client_socket
+from hycan._protocol import Op, Response, encode_request
+from hycan._transport_common import ConnectionLost, fallback_wanted, local_handler
+from hycan.backends.base import LinkStatus
+from hycan.errors import DaemonUnavailable, error_for_code
+
+DEFAULT_TIMEOUT = 5.0
+
+
+class AsyncDaemonClient:
+    """A persistent connection to ``hycan-daemon``.
+
+    ``socket_path`` overrides the socket choice (``$HYCAN_DAEMON_SOCKET``, then
+    ``/var/run/hycan_daemon.sock`` if present, then ``/tmp/hycan_daemon.sock``). Every call
+    times out after ``timeout`` seconds. When no daemon answers and this process holds
+    CAP_NET_ADMIN, calls run in-process instead, unless ``fallback=False``,
+    ``HYCAN_NO_FALLBACK=1``, or a socket path was named explicitly.
+    """
+
+    def __init__(
+        self,
+        socket_path: str | None = None,
+        *,
+        timeout: float = DEFAULT_TIMEOUT,
+        fallback: bool | None = None,
+    ) -> None:
+        choice = client_socket(socket_path)
+        self.timeout = timeout
+        self._fallback = fallback_wanted(choice.explicit, fallback)
+        self._socket = AsyncSocketTransport(choice.path, choice.tried, timeout)
+        self._transport: AsyncSocketTransport | AsyncLocalTransport = self._socket
+
+    @property
+    def socket_path(self) -> str:
+        """The socket in use, or ``"in-process"`` for the fallback."""
+        return self._transport.path
+
+    async def connect(self) -> None:
+        """Connect now (calls connect lazily anyway); falls back in-process if allowed."""
+        if self._transport.connected:
+            return
+        try:
+            await self._transport.connect()
+        except DaemonUnavailable:
+            handler = local_handler() if self._fallback else None
+            if handler is None:
+                raise
+            self._transport = AsyncLocalTransport(handler)
+
+    async def request(self, op: int, name: str = "", payload: bytes = b"") -> Response:
+        """Send one request and return its success response; failures raise ``HycanError``."""
+        frame = encode_request(op, encode_name(name) if name else b"", payload)
+        await self.connect()
+        try:
+            response = await self._transport.roundtrip(frame)
+        except ConnectionLost:
+            # The daemon restarted since our last call: one transparent reconnect.
+            await self.connect()
+            response = await self._transport.roundtrip(frame)
+        if not response.success:
+            raise error_for_code(response.code, response.message)
+        return response
+
+    async def create(self, name: str) -> str:
+        """Create vcan ``name`` (a no-op if that vcan exists); returns the daemon's message."""
+        return (await self.request(Op.CREATE_VCAN, name)).message
+
+    async def up(self, name: str) -> str:
+        """Bring link ``name`` up."""
+        return (await self.request(Op.INTERFACE_UP, name)).message
+
+    async def down(self, name: str) -> str:
+        """Bring link ``name`` down."""
+        return (await self.request(Op.INTERFACE_DOWN, name)).message
+
+    async def delete(self, name: str) -> str:
+        """Delete vcan ``name`` (other kinds of link are never deleted)."""
+        return (await self.request(Op.DELETE, name)).message
+
+    async def status(self, name: str) -> LinkStatus:
+        """Describe link ``name`` (``exists=False`` if there is none)."""
+        return LinkStatus.from_json((await self.request(Op.STATUS, name)).message)
+
+    async def ping(self) -> dict[str, Any]:
+        """The daemon's protocol version, package version and backend."""
+        info: dict[str, Any] = json.loads((await self.request(Op.PING)).message)
+        return info
+
+    async def aclose(self) -> None:
+        """Close the connection."""
+        await self._transport.aclose()
+
+    async def __aenter__(self) -> Self:
+        await self.connect()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+
+class AsyncNetlink:
+    """One link, driven through the daemon: the Python face of the C++ ``Netlink`` class.
+
+    ``await AsyncNetlink.open(name)`` creates vcan ``name`` first (``create=False`` for real
+    links such as ``can0``); then ``up()``, ``down()``, ``delete()``, ``status()``.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        create: bool = True,
+        client: AsyncDaemonClient | None = None,
+        socket_path: str | None = None,
+        timeout: float = DEFAULT_TIMEOUT,
+        fallback: bool | None = None,
+    ) -> None:
+        self.name = name
+        self._create = create
+        self._owns_client = client is None
+        self.client = client or AsyncDaemonClient(socket_path, timeout=timeout, fallback=fallback)
+        # sync-only: self._setup()
+
+    # async-only: begin
+    @classmethod
+    async def open(
+        cls,
+        name: str,
+        *,
+        create: bool = True,
+        client: AsyncDaemonClient | None = None,
+        socket_path: str | None = None,
+        timeout: float = DEFAULT_TIMEOUT,
+        fallback: bool | None = None,
+    ) -> Self:
+        """Connect (and create the vcan unless ``create=False``); the trio constructor."""
+        net = cls(
+            name,
+            create=create,
+            client=client,
+            socket_path=socket_path,
+            timeout=timeout,
+            fallback=fallback,
+        )
+        await net._setup()
+        return net
+
+    # async-only: end
+    async def _setup(self) -> None:
+        try:
+            await self.client.connect()
+            if self._create:
+                await self.client.create(self.name)
+        except BaseException:
+            await self.aclose()
+            raise
+
+    async def up(self) -> str:
+        """Bring the link up."""
+        return await self.client.up(self.name)
+
+    async def down(self) -> str:
+        """Bring the link down."""
+        return await self.client.down(self.name)
+
+    async def delete(self) -> str:
+        """Delete the vcan."""
+        return await self.client.delete(self.name)
+
+    async def status(self) -> LinkStatus:
+        """Describe the link."""
+        return await self.client.status(self.name)
+
+    async def aclose(self) -> None:
+        """Close the connection if this object opened it."""
+        if self._owns_client:
+            await self.client.aclose()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()

@@ -1,0 +1,120 @@
+"""Request -> Response: the semantics of every op on top of a :class:`Backend`.
+
+Shared by the daemon and the in-process fallback, so both answer identically. Pure and
+synchronous: no sockets, no trio. Kernel errno values become hycan errors here, with
+messages a person can act on.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import logging
+
+from hycan import __version__
+from hycan._protocol import PROTOCOL_VERSION, Op, Request, Response, failure, ok
+from hycan.backends.base import Backend
+from hycan.errors import (
+    AlreadyExists,
+    ErrorCode,
+    HycanError,
+    InterfaceNotFound,
+    NotSupported,
+    OperationFailed,
+    PermissionDenied,
+)
+
+log = logging.getLogger("hycan.handler")
+
+VCAN_MISSING = (
+    "not supported: the vcan kernel module is missing "
+    "(run `modprobe vcan`, or install linux-modules-extra-$(uname -r))"
+)
+
+# What failed, per op, and the C++-compatible code for a kernel refusal we can't classify.
+_FAILURE = {
+    Op.CREATE_VCAN: ("creating vcan", ErrorCode.RTNL_LINK_ADD),
+    Op.INTERFACE_UP: ("bringing up", ErrorCode.BRING_UP),
+    Op.INTERFACE_DOWN: ("bringing down", ErrorCode.BRING_DOWN),
+    Op.DELETE: ("deleting", ErrorCode.DELETE_FAILED),
+    Op.STATUS: ("reading the status of", ErrorCode.INTERNAL),
+}
+
+
+class Handler:
+    """Executes requests against a backend; ``handle()`` never raises for bad requests."""
+
+    def __init__(self, backend: Backend, *, backend_name: str = "netlink") -> None:
+        self.backend = backend
+        self.backend_name = backend_name
+
+    def handle(self, request: Request) -> Response:
+        """Perform ``request`` and return its response (errors become failure responses)."""
+        try:
+            return ok(self._perform(request))
+        except HycanError as exc:
+            return failure(exc.code or ErrorCode.INTERNAL, exc.message)
+        except OSError as exc:
+            error = kernel_error(request.op, request.ifname, exc)
+            return failure(error.code or ErrorCode.INTERNAL, error.message)
+
+    def _perform(self, request: Request) -> str:
+        op, backend = request.op, self.backend
+        if op is Op.PING:
+            return json.dumps(
+                {"protocol": PROTOCOL_VERSION, "version": __version__, "backend": self.backend_name}
+            )
+        name = request.ifname
+        if op is Op.CREATE_VCAN:
+            return self._create_vcan(name)
+        if op is Op.INTERFACE_UP or op is Op.INTERFACE_DOWN:
+            backend.set_up(name, op is Op.INTERFACE_UP)
+            return f"{name} is {'up' if op is Op.INTERFACE_UP else 'down'}"
+        if op is Op.DELETE:
+            self._require_vcan(name, "delete")
+            backend.delete_link(name)
+            return f"{name} deleted"
+        assert op is Op.STATUS
+        return backend.status(name).to_json()
+
+    def _create_vcan(self, name: str) -> str:
+        try:
+            self.backend.add_link(name, "vcan")
+        except FileExistsError:
+            kind = self.backend.status(name).kind
+            if kind == "vcan":
+                return f"{name} already exists (vcan)"
+            raise AlreadyExists(
+                f"{name} already exists and is a {kind or 'non-virtual'} link, not a vcan; "
+                "pick another name"
+            ) from None
+        return f"{name} created"
+
+    def _require_vcan(self, name: str, verb: str) -> None:
+        status = self.backend.status(name)
+        if not status.exists:
+            raise InterfaceNotFound(f"interface {name} not found")
+        if status.kind != "vcan":
+            raise PermissionDenied(
+                f"refusing to {verb} {name}: it is a {status.kind or 'non-virtual'} link "
+                "and hycan only deletes vcan links"
+            )
+
+
+def kernel_error(op: Op, name: str, exc: OSError) -> HycanError:
+    """Map a kernel errno from ``op`` on ``name`` to a hycan error with an actionable message."""
+    code = exc.errno
+    if code == errno.ENODEV:
+        return InterfaceNotFound(f"interface {name} not found")
+    if code in (errno.EPERM, errno.EACCES):
+        return PermissionDenied(
+            f"permission denied by the kernel for {name}: the daemon needs CAP_NET_ADMIN "
+            "in this network namespace"
+        )
+    if code == errno.EOPNOTSUPP and op is Op.CREATE_VCAN:
+        return NotSupported(VCAN_MISSING)
+    if code == errno.EOPNOTSUPP:
+        return NotSupported(f"not supported: the kernel cannot do this on {name}")
+    what, fallback = _FAILURE.get(op, ("handling", ErrorCode.INTERNAL))
+    reason = exc.strerror or str(exc)
+    return OperationFailed(f"{what} {name} failed: {reason} (errno {code})", fallback)

@@ -1,0 +1,224 @@
+"""The hycan wire protocol, sans-IO: bytes in, events out (in the spirit of h11).
+
+Request frame::
+
+    [op u8][name_len u8][name bytes]                          ops 0x00-0x3f, 0x80-0xff
+    [op u8][name_len u8][name bytes][len u16 LE][payload]     ops 0x40-0x7f
+
+Response frame::
+
+    [success u8][error_code u8][msg_len u16 LE][msg utf-8]
+
+Ops 1-3 are byte-compatible with the C++ HyCAN daemon. Every op shares the framing of its
+range, so a frame with an unknown op can be skipped and answered with an error while the
+connection stays usable: every byte sequence is either a complete frame or the start of
+one. Neither decoder ever raises on bad input except :class:`BufferFull`, when a caller
+feeds more than ``max_buffer`` bytes without draining events. See docs/protocol.md for the full contract.
+"""
+
+from __future__ import annotations
+
+import enum
+import struct
+from dataclasses import dataclass
+from typing import Final
+
+from hycan._names import name_problem
+from hycan.errors import ErrorCode, ProtocolError
+
+PROTOCOL_VERSION: Final = 1
+MAX_PAYLOAD: Final = 4096  # larger payloads are delimited, skipped and refused
+MAX_MESSAGE: Final = 0xFFFF
+MAX_FRAME: Final = 2 + 0xFF + 2 + 0xFFFF  # the longest request that can be framed
+DEFAULT_MAX_BUFFER: Final = 2 * MAX_FRAME
+RESPONSE_HEADER: Final = struct.Struct("<BBH")
+
+
+class Op(enum.IntEnum):
+    """Operation codes (byte 0 of a request)."""
+
+    CREATE_VCAN = 1
+    INTERFACE_UP = 2
+    INTERFACE_DOWN = 3
+    DELETE = 4
+    STATUS = 5
+    PING = 6
+
+
+_NAMELESS_OPS: Final = frozenset({Op.PING})
+
+
+class BufferFull(ProtocolError):
+    """More unprocessed bytes arrived than the decoder may hold."""
+
+
+class _NeedData:
+    def __repr__(self) -> str:
+        return "NEED_DATA"
+
+
+NEED_DATA: Final = _NeedData()
+"""Sentinel returned by ``next_event()`` when a full frame has not arrived yet."""
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    """A well-formed request for a known op, with a valid name where the op needs one."""
+
+    op: Op
+    name: bytes
+    payload: bytes = b""
+
+    @property
+    def ifname(self) -> str:
+        """The interface name as text (names are validated as UTF-8)."""
+        return self.name.decode("utf-8")
+
+
+@dataclass(frozen=True, slots=True)
+class BadRequest:
+    """A complete frame the daemon must answer with an error instead of acting on it."""
+
+    code: ErrorCode
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
+class Response:
+    """One response frame. ``code`` is 0 on success."""
+
+    success: bool
+    code: int
+    message: str
+
+    def encode(self) -> bytes:
+        """Serialize this response (message capped at 65535 bytes, cut on a char boundary)."""
+        body = self.message.encode("utf-8")
+        if len(body) > MAX_MESSAGE:
+            body = body[:MAX_MESSAGE].decode("utf-8", "ignore").encode("utf-8")
+        return RESPONSE_HEADER.pack(int(self.success), self.code, len(body)) + body
+
+
+def ok(message: str = "") -> Response:
+    """A success response."""
+    return Response(True, 0, message)
+
+
+def failure(code: int, message: str) -> Response:
+    """A failure response."""
+    return Response(False, int(code), message)
+
+
+def has_payload(op: int) -> bool:
+    """Ops 0x40-0x7f carry a ``[len u16 LE][payload]`` after the name."""
+    return 0x40 <= op <= 0x7F
+
+
+def encode_request(op: int, name: bytes, payload: bytes = b"") -> bytes:
+    """Serialize a request frame. The caller validates ``name`` (see ``_names``)."""
+    if not 0 <= op <= 0xFF:
+        raise ValueError(f"op {op} is outside 0..255")
+    if len(name) > 0xFF:
+        raise ValueError("name longer than 255 bytes cannot be framed")
+    frame = bytes((op, len(name))) + name
+    if has_payload(op):
+        if len(payload) > MAX_PAYLOAD:
+            raise ValueError(f"payload longer than {MAX_PAYLOAD} bytes")
+        frame += len(payload).to_bytes(2, "little") + payload
+    elif payload:
+        raise ValueError(f"op {op} carries no payload")
+    return frame
+
+
+class _Decoder:
+    """Shared buffer handling: bytes accumulate, complete frames are cut from the front."""
+
+    def __init__(self, max_buffer: int) -> None:
+        self._buf = bytearray()
+        self._pos = 0
+        self.max_buffer = max_buffer
+
+    @property
+    def buffered(self) -> int:
+        """Bytes received but not yet turned into events."""
+        return len(self._buf) - self._pos
+
+    def receive_data(self, data: bytes) -> None:
+        """Feed bytes from the peer. Raises :class:`BufferFull` past ``max_buffer``."""
+        if self.buffered + len(data) > self.max_buffer:
+            raise BufferFull(
+                f"more than {self.max_buffer} bytes buffered without a complete frame being read"
+            )
+        if self._pos:
+            del self._buf[: self._pos]
+            self._pos = 0
+        self._buf += data
+
+    def _take(self, n: int) -> bytes:
+        chunk = bytes(self._buf[self._pos : self._pos + n])
+        self._pos += n
+        return chunk
+
+
+class RequestDecoder(_Decoder):
+    """Server side: turns received bytes into :class:`Request` / :class:`BadRequest` events."""
+
+    def __init__(self, max_buffer: int = DEFAULT_MAX_BUFFER) -> None:
+        super().__init__(max_buffer)
+
+    def next_event(self) -> Request | BadRequest | _NeedData:
+        """Return the next complete event, or ``NEED_DATA``."""
+        buf, pos, avail = self._buf, self._pos, self.buffered
+        if avail < 2:
+            return NEED_DATA
+        op, name_len = buf[pos], buf[pos + 1]
+        frame_len = 2 + name_len
+        payload_len = 0
+        if has_payload(op):
+            if avail < frame_len + 2:
+                return NEED_DATA
+            payload_len = int.from_bytes(buf[pos + frame_len : pos + frame_len + 2], "little")
+            frame_len += 2 + payload_len
+        if avail < frame_len:
+            return NEED_DATA
+        self._pos += 2
+        name = self._take(name_len)
+        if has_payload(op):
+            self._pos += 2
+        payload = self._take(payload_len)
+        if payload_len > MAX_PAYLOAD:
+            return BadRequest(
+                ErrorCode.NETLINK_CONNECT,
+                f"bad frame: payload of {payload_len} bytes exceeds {MAX_PAYLOAD}",
+            )
+        return _check(op, name, payload)
+
+
+def _check(op: int, name: bytes, payload: bytes) -> Request | BadRequest:
+    try:
+        known = Op(op)
+    except ValueError:
+        return BadRequest(ErrorCode.NETLINK_CONNECT, f"bad frame: unknown op {op}")
+    if known not in _NAMELESS_OPS:
+        problem = name_problem(name)
+        if problem is not None:
+            return BadRequest(ErrorCode.INVALID_NAME, problem)
+    return Request(known, name, payload)
+
+
+class ResponseDecoder(_Decoder):
+    """Client side: turns received bytes into :class:`Response` events."""
+
+    def __init__(self, max_buffer: int = 4 * (RESPONSE_HEADER.size + MAX_MESSAGE)) -> None:
+        super().__init__(max_buffer)
+
+    def next_event(self) -> Response | _NeedData:
+        """Return the next complete response, or ``NEED_DATA``."""
+        if self.buffered < RESPONSE_HEADER.size:
+            return NEED_DATA
+        success, code, length = RESPONSE_HEADER.unpack_from(self._buf, self._pos)
+        if self.buffered < RESPONSE_HEADER.size + length:
+            return NEED_DATA
+        self._pos += RESPONSE_HEADER.size
+        message = self._take(length).decode("utf-8", "replace")
+        return Response(bool(success), code, message)

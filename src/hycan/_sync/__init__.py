@@ -1,0 +1,1 @@
+"""The blocking client (stdlib only). ``client.py`` is generated from ``_async/client.py``."""

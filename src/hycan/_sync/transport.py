@@ -1,0 +1,90 @@
+"""Blocking transports for the sync client: the daemon's socket, or the in-process handler."""
+
+from __future__ import annotations
+
+import socket
+import threading
+
+from hycan._handler import Handler
+from hycan._protocol import Response, ResponseDecoder
+from hycan._transport_common import RECV_SIZE, connection_lost, handle_locally, unavailable
+from hycan.errors import Timeout
+
+
+class SocketTransport:
+    """One persistent connection to the daemon; one request in flight at a time."""
+
+    def __init__(self, path: str, tried: tuple[str, ...], timeout: float) -> None:
+        self.path = path
+        self._tried = tried
+        self._timeout = timeout
+        self._lock = threading.Lock()
+        self._sock: socket.socket | None = None
+        self._decoder = ResponseDecoder()
+
+    def connect(self) -> None:
+        """Open the connection, or raise ``DaemonUnavailable``."""
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+        sock.settimeout(self._timeout)
+        try:
+            sock.connect(self.path)
+        except OSError as exc:
+            sock.close()
+            raise unavailable(self._tried, exc.strerror or str(exc)) from None
+        self._sock = sock
+        self._decoder = ResponseDecoder()
+
+    @property
+    def connected(self) -> bool:
+        """Whether a connection is open."""
+        return self._sock is not None
+
+    def roundtrip(self, frame: bytes) -> Response:
+        """Send one request frame and read its response."""
+        with self._lock:
+            if self._sock is None:
+                self.connect()
+            assert self._sock is not None
+            try:
+                self._sock.sendall(frame)
+                while True:
+                    event = self._decoder.next_event()
+                    if isinstance(event, Response):
+                        return event
+                    data = self._sock.recv(RECV_SIZE)
+                    if not data:
+                        raise ConnectionResetError
+                    self._decoder.receive_data(data)
+            except TimeoutError:
+                self.close()
+                raise Timeout(f"the hycan daemon on {self.path} did not answer in time") from None
+            except OSError:
+                self.close()
+                raise connection_lost(self.path) from None
+
+    def close(self) -> None:
+        """Close the connection (a later call reconnects)."""
+        if self._sock is not None:
+            self._sock.close()
+            self._sock = None
+
+
+class LocalTransport:
+    """Runs requests in this process (fallback for callers holding CAP_NET_ADMIN)."""
+
+    path = "in-process"
+    connected = True
+
+    def __init__(self, handler: Handler) -> None:
+        self._handler = handler
+
+    def connect(self) -> None:
+        """Nothing to connect."""
+
+    def roundtrip(self, frame: bytes) -> Response:
+        """Handle one request frame in-process."""
+        return handle_locally(self._handler, frame)
+
+    def close(self) -> None:
+        """Release the netlink socket."""
+        self._handler.backend.close()

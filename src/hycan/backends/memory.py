@@ -1,0 +1,84 @@
+"""A simulated kernel for tests and demos: no privileges, same rules and errno as Linux."""
+
+from __future__ import annotations
+
+import errno
+import os
+from dataclasses import dataclass
+
+from hycan.backends.base import LinkStatus
+
+# Default MTU of a new link by kind, as the kernel sets it (vcan defaults to CAN FD).
+_DEFAULT_MTU = {"vcan": 72, "veth": 1500, "bridge": 1500}
+
+
+@dataclass
+class _Link:
+    index: int
+    kind: str | None
+    mtu: int
+    up: bool = False
+
+
+def _fail(code: int, name: str) -> OSError:
+    return OSError(code, os.strerror(code), name)
+
+
+class MemoryBackend:
+    """In-memory links. Starts like a host: ``lo`` (up) and ``eth0`` (up), neither a vcan.
+
+    ``vcan_available=False`` simulates a kernel without the vcan module.
+    """
+
+    def __init__(self, *, vcan_available: bool = True) -> None:
+        self.vcan_available = vcan_available
+        self._links: dict[str, _Link] = {
+            "lo": _Link(1, None, 65536, up=True),
+            "eth0": _Link(2, None, 1500, up=True),
+        }
+        self._next_index = 3
+
+    def add_link(self, name: str, kind: str) -> None:
+        """Create a link; EEXIST if taken, EOPNOTSUPP for kinds this kernel lacks."""
+        if kind not in _DEFAULT_MTU or (kind == "vcan" and not self.vcan_available):
+            raise _fail(errno.EOPNOTSUPP, name)
+        if name in self._links:
+            raise _fail(errno.EEXIST, name)
+        self._links[name] = _Link(self._next_index, kind, _DEFAULT_MTU[kind])
+        self._next_index += 1
+
+    def set_up(self, name: str, up: bool) -> None:
+        """Set the administrative state; ENODEV if missing."""
+        self._get(name).up = up
+
+    def delete_link(self, name: str) -> None:
+        """Remove a link; ENODEV if missing, EOPNOTSUPP for devices that can't be deleted."""
+        if self._get(name).kind is None:
+            raise _fail(errno.EOPNOTSUPP, name)
+        del self._links[name]
+
+    def status(self, name: str) -> LinkStatus:
+        """Describe a link."""
+        link = self._links.get(name)
+        if link is None:
+            return LinkStatus(name, exists=False)
+        # Devices without carrier handling (lo, vcan) report "UNKNOWN" when up, like Linux.
+        carrier = "UNKNOWN" if link.kind in (None, "vcan") and name != "eth0" else "UP"
+        return LinkStatus(
+            name,
+            exists=True,
+            kind=link.kind,
+            up=link.up,
+            operstate=carrier if link.up else "DOWN",
+            mtu=link.mtu,
+            index=link.index,
+        )
+
+    def close(self) -> None:
+        """Nothing to release."""
+
+    def _get(self, name: str) -> _Link:
+        link = self._links.get(name)
+        if link is None:
+            raise _fail(errno.ENODEV, name)
+        return link
