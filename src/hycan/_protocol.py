@@ -13,7 +13,8 @@ Ops 1-3 are byte-compatible with the C++ HyCAN daemon. Every op shares the frami
 range, so a frame with an unknown op can be skipped and answered with an error while the
 connection stays usable: every byte sequence is either a complete frame or the start of
 one. Neither decoder ever raises on bad input except :class:`BufferFull`, when a caller
-feeds more than ``max_buffer`` bytes without draining events. See docs/protocol.md for the full contract.
+feeds more than ``max_buffer`` bytes without draining events. See docs/protocol.md for
+the full contract.
 """
 
 from __future__ import annotations

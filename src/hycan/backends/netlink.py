@@ -91,7 +91,13 @@ class NetlinkBackend:
         self._sock.close()
 
     def _request(
-        self, msg_type: int, nl_flags: int, name: str, *, attrs: list[Any] | None = None, **fields: int
+        self,
+        msg_type: int,
+        nl_flags: int,
+        name: str,
+        *,
+        attrs: list[Any] | None = None,
+        **fields: int,
     ) -> Any:
         """Send one request, return the reply message (GET) or None (ACK); errors -> OSError."""
         msg = ifinfmsg()

@@ -84,7 +84,9 @@ def bind_unix(path: str, *, mode: int = 0o660, gid: int | None = None) -> BoundS
     try:
         private_dir = tempfile.mkdtemp(prefix=".hycan-", dir=parent)
     except OSError as exc:
-        raise StartupError(f"cannot create {path}: {parent} is not writable ({exc.strerror})") from None
+        raise StartupError(
+            f"cannot create {path}: {parent} is not writable ({exc.strerror})"
+        ) from None
     staged = os.path.join(private_dir, "sock")
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
     try:
@@ -104,4 +106,3 @@ def bind_unix(path: str, *, mode: int = 0o660, gid: int | None = None) -> BoundS
         with contextlib.suppress(OSError):
             os.rmdir(private_dir)
     return BoundSocket(sock, path, (st.st_dev, st.st_ino))
-

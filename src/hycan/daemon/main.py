@@ -32,7 +32,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         prog="hycan-daemon",
         description="Serve vcan creation and link up/down to unprivileged local programs.",
     )
-    parser.add_argument("socket_path", nargs="?", help=f"socket to listen on (default {MANUAL_SOCKET})")
+    parser.add_argument(
+        "socket_path", nargs="?", help=f"socket to listen on (default {MANUAL_SOCKET})"
+    )
     parser.add_argument("--socket", dest="socket_opt", metavar="PATH", help="same as SOCKET_PATH")
     parser.add_argument(
         "--backend",

@@ -62,7 +62,7 @@ class Server:
         self,
         sock: socket.socket,
         *,
-        task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+        task_status: trio.TaskStatus[list[trio.SocketListener]] = trio.TASK_STATUS_IGNORED,
     ) -> None:
         """Accept clients forever (until cancelled); ``started()`` once accepting."""
         listener = trio.SocketListener(trio.socket.from_stdlib_socket(sock))
@@ -77,7 +77,9 @@ class Server:
             refusal = self.authorize(peer)
             try:
                 if refusal is not None:
-                    log.warning("refused pid=%d uid=%d gid=%d: %s", peer.pid, peer.uid, peer.gid, refusal)
+                    log.warning(
+                        "refused pid=%d uid=%d gid=%d: %s", peer.pid, peer.uid, peer.gid, refusal
+                    )
                     await stream.send_all(failure(ErrorCode.PERMISSION_DENIED, refusal).encode())
                     return
                 await self._converse(stream, peer)

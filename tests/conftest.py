@@ -1,0 +1,132 @@
+"""Shared fixtures: an in-process daemon (memory backend), daemon subprocesses, netns."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import trio
+
+from hycan._handler import Handler
+from hycan.backends.memory import MemoryBackend
+from hycan.daemon.listener import bind_unix
+from hycan.daemon.server import Server
+
+requires_root = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (CI runs as root)")
+
+
+@pytest.fixture(autouse=True)
+def _isolated_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No test may find a real daemon or fall back to the host's netlink by accident."""
+    monkeypatch.delenv("HYCAN_DAEMON_SOCKET", raising=False)
+    monkeypatch.setenv("HYCAN_NO_FALLBACK", "1")
+
+
+@dataclass
+class InProcessDaemon:
+    """A daemon served by this test's trio loop."""
+
+    path: str
+    backend: MemoryBackend
+    server: Server
+
+
+@pytest.fixture
+async def daemon(tmp_path: Path, nursery: trio.Nursery) -> AsyncIterator[InProcessDaemon]:
+    """A memory-backend daemon on a private socket, served in the test's nursery."""
+    path = str(tmp_path / "hycan.sock")
+    backend = MemoryBackend()
+    server = Server(Handler(backend, backend_name="memory"))
+    bound = bind_unix(path)
+    await nursery.start(server.serve, bound.sock)
+    yield InProcessDaemon(path, backend, server)
+    bound.remove()
+
+
+def daemon_command(*args: str) -> list[str]:
+    """The daemon as a subprocess of this interpreter."""
+    return [sys.executable, "-m", "hycan.daemon.main", *args]
+
+
+class DaemonProcess:
+    """A ``hycan-daemon`` subprocess; ``start()`` returns once its ready line is printed."""
+
+    def __init__(self, path: str, *args: str, prefix: tuple[str, ...] = ()) -> None:
+        self.path = path
+        self.argv = [*prefix, *daemon_command("--socket", path, *args)]
+        self.proc: subprocess.Popen[str] | None = None
+        self.ready_line = ""
+
+    def start(self) -> DaemonProcess:
+        self.proc = subprocess.Popen(
+            self.argv,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        assert self.proc.stdout is not None
+        self.ready_line = self.proc.stdout.readline()
+        if "serving on" not in self.ready_line:
+            self.proc.kill()
+            _, err = self.proc.communicate(timeout=10)
+            raise RuntimeError(f"daemon did not start: {self.ready_line!r} {err}")
+        return self
+
+    def stop(self, sig: int = 15, timeout: float = 10) -> tuple[int, str]:
+        """Signal the daemon and return (exit status, stderr)."""
+        assert self.proc is not None
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        try:
+            _, err = self.proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            _, err = self.proc.communicate()
+        return self.proc.returncode, err
+
+
+@pytest.fixture
+def daemon_process(tmp_path: Path) -> Iterator[DaemonProcess]:
+    """A memory-backend daemon subprocess on a private socket, stopped afterwards."""
+    proc = DaemonProcess(str(tmp_path / "hycan.sock"), "--backend", "memory").start()
+    yield proc
+    proc.stop()
+
+
+@dataclass
+class Netns:
+    """A throwaway network namespace holding a veth pair ``veth0``/``veth1`` (both down)."""
+
+    name: str
+
+    def ip(self, *args: str) -> str:
+        return subprocess.run(
+            ["ip", "-n", self.name, *args], check=True, capture_output=True, text=True
+        ).stdout
+
+    def link_is_up(self, link: str) -> bool:
+        flags = self.ip("-o", "link", "show", link).split("<", 1)[1].split(">", 1)[0]
+        return "UP" in flags.split(",")
+
+
+@pytest.fixture
+def netns() -> Iterator[Netns]:
+    """Create a netns with a veth pair; always deleted, even when the test fails."""
+    if os.geteuid() != 0 or shutil.which("ip") is None:
+        pytest.skip("needs root and iproute2 to create a network namespace (CI runs as root)")
+    name = f"hycan-test-{uuid.uuid4().hex[:8]}"
+    subprocess.run(["ip", "netns", "add", name], check=True)
+    try:
+        ns = Netns(name)
+        ns.ip("link", "add", "veth0", "type", "veth", "peer", "name", "veth1")
+        yield ns
+    finally:
+        subprocess.run(["ip", "netns", "delete", name], check=False)

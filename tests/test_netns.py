@@ -1,0 +1,103 @@
+"""Real kernel, as root: the netlink backend in a throwaway netns with a veth pair."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+import hycan
+from hycan import DaemonClient, Netlink
+from tests.conftest import DaemonProcess, Netns
+
+pytestmark = pytest.mark.netns
+
+
+@pytest.fixture
+def netns_daemon(netns: Netns, tmp_path: Path) -> Iterator[DaemonProcess]:
+    proc = DaemonProcess(
+        str(tmp_path / "ns.sock"),
+        "--backend",
+        "netlink",
+        prefix=("ip", "netns", "exec", netns.name),
+    ).start()
+    yield proc
+    proc.stop()
+
+
+def test_daemon_brings_veth_up_and_down(netns: Netns, netns_daemon: DaemonProcess) -> None:
+    with Netlink("veth0", create=False, socket_path=netns_daemon.path) as net:
+        assert not netns.link_is_up("veth0")
+        net.up()
+        assert netns.link_is_up("veth0")
+        status = net.status()
+        assert (status.exists, status.kind, status.up, status.mtu) == (True, "veth", True, 1500)
+        net.down()
+        assert not netns.link_is_up("veth0")
+
+
+def test_kernel_errors_are_mapped(netns: Netns, netns_daemon: DaemonProcess) -> None:
+    with DaemonClient(netns_daemon.path) as client:
+        with pytest.raises(hycan.InterfaceNotFound, match="missing0 not found"):
+            client.up("missing0")
+        # The host kernel has no vcan module: the message users in containers hit.
+        with pytest.raises(hycan.NotSupported, match="modprobe vcan"):
+            client.create("vcan0")
+        with pytest.raises(hycan.PermissionDenied, match="only deletes vcan"):
+            client.delete("veth1")
+        assert not client.status("nothere0").exists
+    assert "veth1" in netns.ip("link", "show")
+
+
+def test_in_process_fallback_without_daemon(netns: Netns, tmp_path: Path) -> None:
+    # Root holds CAP_NET_ADMIN: with no daemon and no explicit socket, the client acts
+    # in-process through the netlink backend; spawning anything is forbidden in the child.
+    script = textwrap.dedent(
+        """
+        import subprocess, os
+        def forbidden(*a, **k):
+            raise AssertionError("fallback must not spawn processes")
+        subprocess.Popen = forbidden
+        os.system = forbidden
+        import hycan._paths as paths
+        paths.SYSTEM_SOCKET = "/nonexistent/system.sock"
+        paths.MANUAL_SOCKET = "/nonexistent/manual.sock"
+        from hycan import Netlink
+        with Netlink("veth0", create=False) as net:
+            assert net.client.socket_path == "in-process"
+            net.up()
+            print(net.status().up)
+        """
+    )
+    env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin"}
+    result = subprocess.run(
+        ["ip", "netns", "exec", netns.name, sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "True"
+    assert netns.link_is_up("veth0")
+
+
+def test_no_fallback_when_disabled(netns: Netns) -> None:
+    script = (
+        "import hycan._paths as p; p.SYSTEM_SOCKET=p.MANUAL_SOCKET='/nonexistent/x.sock';"
+        "import hycan\n"
+        "try:\n    hycan.Netlink('veth0', create=False)\n"
+        "except hycan.DaemonUnavailable as e:\n    print('unavailable')\n"
+    )
+    result = subprocess.run(
+        ["ip", "netns", "exec", netns.name, sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        env={"PATH": "/usr/bin:/bin", "HYCAN_NO_FALLBACK": "1"},
+        timeout=60,
+    )
+    assert result.stdout.strip() == "unavailable", result.stderr
