@@ -19,7 +19,7 @@ from hycan.backends.memory import MemoryBackend
 from hycan.daemon.listener import bind_unix
 from hycan.daemon.server import Server
 
-requires_root = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (CI runs as root)")
+pytest_plugins = ["tests.identities"]
 
 
 @pytest.fixture(autouse=True)

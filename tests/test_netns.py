@@ -23,6 +23,8 @@ def netns_daemon(netns: Netns, tmp_path: Path) -> Iterator[DaemonProcess]:
         str(tmp_path / "ns.sock"),
         "--backend",
         "netlink",
+        "--allow-iface",
+        "veth*",
         prefix=("ip", "netns", "exec", netns.name),
     ).start()
     yield proc
@@ -48,7 +50,9 @@ def test_kernel_errors_are_mapped(netns: Netns, netns_daemon: DaemonProcess) -> 
         with pytest.raises(hycan.NotSupported, match="modprobe vcan"):
             client.create("vcan0")
         with pytest.raises(hycan.PermissionDenied, match="only deletes vcan"):
-            client.delete("veth1")
+            client.delete("veth1")  # allow-listed for up/down, but never deleted
+        with pytest.raises(hycan.PermissionDenied, match="refusing to bring up lo"):
+            client.up("lo")
         assert not client.status("nothere0").exists
     assert "veth1" in netns.ip("link", "show")
 

@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import errno
 import json
-import logging
+from collections.abc import Callable
 
 from hycan import __version__
 from hycan._protocol import PROTOCOL_VERSION, Op, Request, Response, failure, ok
-from hycan.backends.base import Backend
+from hycan.backends.base import Backend, LinkStatus
 from hycan.errors import (
     AlreadyExists,
     ErrorCode,
@@ -23,8 +23,6 @@ from hycan.errors import (
     OperationFailed,
     PermissionDenied,
 )
-
-log = logging.getLogger("hycan.handler")
 
 VCAN_MISSING = (
     "not supported: the vcan kernel module is missing "
@@ -41,12 +39,24 @@ _FAILURE = {
 }
 
 
-class Handler:
-    """Executes requests against a backend; ``handle()`` never raises for bad requests."""
+LinkPolicy = Callable[[Op, LinkStatus], str | None]
+"""Decides whether UP/DOWN may act on a link: None to allow, else the reason to refuse."""
 
-    def __init__(self, backend: Backend, *, backend_name: str = "netlink") -> None:
+
+class Handler:
+    """Executes requests against a backend; ``handle()`` never raises for bad requests.
+
+    With a ``policy``, UP/DOWN first look the link up and ask the policy (the daemon);
+    without one (the in-process fallback, which acts with the caller's own privileges)
+    any link may be toggled. DELETE only ever removes vcan links, whatever the policy.
+    """
+
+    def __init__(
+        self, backend: Backend, *, backend_name: str = "netlink", policy: LinkPolicy | None = None
+    ) -> None:
         self.backend = backend
         self.backend_name = backend_name
+        self.policy = policy
 
     def handle(self, request: Request) -> Response:
         """Perform ``request`` and return its response (errors become failure responses)."""
@@ -68,6 +78,8 @@ class Handler:
         if op is Op.CREATE_VCAN:
             return self._create_vcan(name)
         if op is Op.INTERFACE_UP or op is Op.INTERFACE_DOWN:
+            if self.policy is not None:
+                self._apply_policy(op, name)
             backend.set_up(name, op is Op.INTERFACE_UP)
             return f"{name} is {'up' if op is Op.INTERFACE_UP else 'down'}"
         if op is Op.DELETE:
@@ -89,6 +101,15 @@ class Handler:
                 "pick another name"
             ) from None
         return f"{name} created"
+
+    def _apply_policy(self, op: Op, name: str) -> None:
+        assert self.policy is not None
+        status = self.backend.status(name)
+        if not status.exists:
+            raise InterfaceNotFound(f"interface {name} not found")
+        refusal = self.policy(op, status)
+        if refusal is not None:
+            raise PermissionDenied(refusal)
 
     def _require_vcan(self, name: str, verb: str) -> None:
         status = self.backend.status(name)

@@ -3,13 +3,44 @@
 from __future__ import annotations
 
 import os
+import socket
+import struct
+from typing import Protocol
 
 from hycan._handler import Handler
 from hycan._protocol import BadRequest, Request, RequestDecoder, Response, failure
-from hycan.errors import DaemonUnavailable
+from hycan.errors import DaemonUnavailable, PermissionDenied
 
 NO_FALLBACK_ENV = "HYCAN_NO_FALLBACK"
+DAEMON_UID_ENV = "HYCAN_DAEMON_UID"
 RECV_SIZE = 65536
+_UCRED = struct.Struct("3i")
+
+
+def trusted_server_uids() -> set[int]:
+    """Who may serve us: root, ourselves, and ``$HYCAN_DAEMON_UID`` (a dedicated user)."""
+    uids = {0, os.geteuid()}
+    configured = os.environ.get(DAEMON_UID_ENV, "")
+    if configured.isdigit():
+        uids.add(int(configured))
+    return uids
+
+
+class _Socket(Protocol):
+    def getsockopt(self, level: int, optname: int, buflen: int, /) -> bytes: ...
+
+
+def check_server(sock: _Socket, path: str) -> None:
+    """Refuse a socket served by an unexpected uid (e.g. squatted in /tmp by another user)."""
+    _pid, uid, _gid = _UCRED.unpack(
+        sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _UCRED.size)
+    )
+    if uid not in trusted_server_uids():
+        raise PermissionDenied(
+            f"refusing to use {path}: it is served by uid {uid}, not by root or "
+            f"${DAEMON_UID_ENV}; it may be a socket squatted by another user. Set "
+            f"{DAEMON_UID_ENV}={uid} if that uid really runs hycan-daemon."
+        )
 
 
 def unavailable(tried: tuple[str, ...], reason: str) -> DaemonUnavailable:

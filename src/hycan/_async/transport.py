@@ -6,7 +6,13 @@ import trio
 
 from hycan._handler import Handler
 from hycan._protocol import Response, ResponseDecoder
-from hycan._transport_common import RECV_SIZE, connection_lost, handle_locally, unavailable
+from hycan._transport_common import (
+    RECV_SIZE,
+    check_server,
+    connection_lost,
+    handle_locally,
+    unavailable,
+)
 from hycan.errors import Timeout
 
 
@@ -25,10 +31,16 @@ class AsyncSocketTransport:
         """Open the connection, or raise ``DaemonUnavailable``."""
         try:
             with trio.fail_after(self._timeout):
-                self._stream = await trio.open_unix_socket(self.path)
+                stream = await trio.open_unix_socket(self.path)
         except (OSError, trio.TooSlowError) as exc:
             reason = getattr(exc, "strerror", None) or str(exc) or "timed out"
             raise unavailable(self._tried, reason) from None
+        try:
+            check_server(stream.socket, self.path)
+        except BaseException:
+            await stream.aclose()
+            raise
+        self._stream = stream
         self._decoder = ResponseDecoder()
 
     @property
@@ -44,7 +56,10 @@ class AsyncSocketTransport:
             assert self._stream is not None
             try:
                 with trio.fail_after(self._timeout):
-                    await self._stream.send_all(frame)
+                    try:
+                        await self._stream.send_all(frame)
+                    except trio.BrokenResourceError:
+                        pass  # a daemon that refused us and hung up may have left its answer
                     while True:
                         event = self._decoder.next_event()
                         if isinstance(event, Response):

@@ -7,7 +7,13 @@ import threading
 
 from hycan._handler import Handler
 from hycan._protocol import Response, ResponseDecoder
-from hycan._transport_common import RECV_SIZE, connection_lost, handle_locally, unavailable
+from hycan._transport_common import (
+    RECV_SIZE,
+    check_server,
+    connection_lost,
+    handle_locally,
+    unavailable,
+)
 from hycan.errors import Timeout
 
 
@@ -28,9 +34,13 @@ class SocketTransport:
         sock.settimeout(self._timeout)
         try:
             sock.connect(self.path)
+            check_server(sock, self.path)
         except OSError as exc:
             sock.close()
             raise unavailable(self._tried, exc.strerror or str(exc)) from None
+        except BaseException:
+            sock.close()
+            raise
         self._sock = sock
         self._decoder = ResponseDecoder()
 
@@ -46,7 +56,10 @@ class SocketTransport:
                 self.connect()
             assert self._sock is not None
             try:
-                self._sock.sendall(frame)
+                try:
+                    self._sock.sendall(frame)
+                except (BrokenPipeError, ConnectionResetError):
+                    pass  # a daemon that refused us and hung up may have left its answer
                 while True:
                     event = self._decoder.next_event()
                     if isinstance(event, Response):

@@ -16,11 +16,14 @@ import sys
 import trio
 
 from hycan import __version__
+from hycan._caps import read_cap_state
 from hycan._handler import Handler
 from hycan._paths import MANUAL_SOCKET
 from hycan.backends.base import Backend
 from hycan.daemon import systemd
 from hycan.daemon.listener import BoundSocket, StartupError, bind_unix
+from hycan.daemon.policy import DEFAULT_GROUP, AccessPolicy, InterfacePolicy
+from hycan.daemon.privileges import PrivilegeError, drop_privileges
 from hycan.daemon.server import Server
 
 log = logging.getLogger("hycan.daemon")
@@ -49,6 +52,35 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         choices=("DEBUG", "INFO", "WARNING", "ERROR"),
         help="log verbosity on stderr (default INFO: one audit line per request)",
     )
+    parser.add_argument(
+        "--group",
+        default=DEFAULT_GROUP,
+        help=f"members of this group may use the daemon; it also owns the socket "
+        f"(default {DEFAULT_GROUP!r} when it exists; '' for none)",
+    )
+    parser.add_argument(
+        "--allow-uid",
+        type=int,
+        action="append",
+        default=[],
+        metavar="UID",
+        help="also admit this uid (repeatable; makes the socket file 0666, access is still "
+        "checked per connection from the kernel's peer credentials)",
+    )
+    parser.add_argument(
+        "--allow-iface",
+        action="append",
+        default=[],
+        metavar="GLOB",
+        help="besides vcan links, allow up/down of links whose name matches GLOB "
+        "(repeatable, e.g. 'can*')",
+    )
+    parser.add_argument(
+        "--user",
+        metavar="NAME",
+        help="run as this user (primary group, no supplementary groups), keeping only "
+        "CAP_NET_ADMIN",
+    )
     parser.add_argument("--version", action="version", version=f"hycan-daemon {__version__}")
     args = parser.parse_args(argv)
     if args.socket_path and args.socket_opt and args.socket_path != args.socket_opt:
@@ -68,15 +100,28 @@ def make_backend(kind: str) -> Backend:
     return NetlinkBackend()
 
 
-def obtain_socket(path: str) -> BoundSocket:
-    """The socket systemd passed us, or a freshly bound one at ``path``."""
+def obtain_socket(path: str, access: AccessPolicy, open_to_all: bool) -> BoundSocket:
+    """The socket systemd passed us, or a freshly bound one at ``path``.
+
+    A bound socket is 0660 and owned by the access group (when there is one); with
+    ``open_to_all`` (``--allow-uid``) it is 0666 and the peer check alone decides.
+    """
     inherited = systemd.listen_fds()
     if inherited:
         if len(inherited) > 1:
             raise StartupError(f"systemd passed {len(inherited)} sockets; hycan-daemon takes one")
         sock = inherited[0]
         return BoundSocket(sock, str(sock.getsockname()), None)
-    return bind_unix(path)
+    gid = min(access.gids) if access.gids else None
+    return bind_unix(path, mode=0o666 if open_to_all else 0o660, gid=gid)
+
+
+def restrict_privileges(args: argparse.Namespace) -> None:
+    """Keep only CAP_NET_ADMIN (must run before trio starts any thread)."""
+    if args.backend == "memory" and not args.user and not read_cap_state().permitted:
+        return  # an unprivileged demo daemon has nothing to drop
+    state, report = drop_privileges(args.user)
+    log.info("privileges: %s (%s)", report, state.describe())
 
 
 async def run(server: Server, bound: BoundSocket, backend_name: str) -> None:
@@ -105,15 +150,23 @@ def main(argv: list[str] | None = None) -> int:
         stream=sys.stderr,
         format="%(asctime)s hycan-daemon[%(process)d] %(levelname)s %(message)s",
     )
+    access = AccessPolicy.build(allow_uids=args.allow_uid, group=args.group or None)
+    if args.group and not access.gids:
+        log.warning("group %r does not exist: only root and listed uids are admitted", args.group)
     try:
-        bound = obtain_socket(args.socket)
+        bound = obtain_socket(args.socket, access, open_to_all=bool(args.allow_uid))
     except (StartupError, systemd.ListenFdError) as exc:
         print(f"hycan-daemon: {exc}", file=sys.stderr)
         return 1
     try:
         backend = make_backend(args.backend)
-        server = Server(Handler(backend, backend_name=args.backend))
-        trio.run(run, server, bound, args.backend)
+        restrict_privileges(args)
+        links = InterfacePolicy(tuple(args.allow_iface))
+        handler = Handler(backend, backend_name=args.backend, policy=links.refusal)
+        trio.run(run, Server(handler, access.authorize), bound, args.backend)
+    except PrivilegeError as exc:
+        print(f"hycan-daemon: refusing to serve: {exc}", file=sys.stderr)
+        return 1
     finally:
         bound.remove()
     return 0

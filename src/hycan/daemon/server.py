@@ -8,55 +8,33 @@ write). Handlers are synchronous and answer in microseconds; no client waits on 
 from __future__ import annotations
 
 import logging
-import os
 import socket
-import struct
 from collections.abc import Callable
-from dataclasses import dataclass
 
 import trio
 
 from hycan._handler import Handler
 from hycan._protocol import BadRequest, Request, RequestDecoder, Response, failure
+from hycan.daemon.peercred import PeerCredentials, peer_credentials
+from hycan.daemon.policy import AccessPolicy
 from hycan.errors import ErrorCode
 
 log = logging.getLogger("hycan.daemon")
+audit = logging.getLogger("hycan.audit")
 
-_UCRED = struct.Struct("3i")
-
-
-@dataclass(frozen=True, slots=True)
-class Peer:
-    """Who is on the other end of a connection (SO_PEERCRED, taken at connect time)."""
-
-    pid: int
-    uid: int
-    gid: int
-
-
-Authorizer = Callable[[Peer], str | None]
+Authorizer = Callable[[PeerCredentials], str | None]
 """Returns None to admit a peer, or the reason it is refused."""
 
 
-def own_uid_or_root(peer: Peer) -> str | None:
-    """Admit root and the daemon's own uid."""
-    if peer.uid in (0, os.geteuid()):
-        return None
-    return f"uid {peer.uid} may not use this daemon (only root and uid {os.geteuid()})"
-
-
-def peer_of(sock: trio.socket.SocketType) -> Peer:
-    """Read the kernel's credentials of the peer of a connected Unix socket."""
-    pid, uid, gid = _UCRED.unpack(sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12))
-    return Peer(pid, uid, gid)
-
-
 class Server:
-    """Serves the protocol on a listening socket with a :class:`Handler`."""
+    """Serves the protocol on a listening socket with a :class:`Handler`.
 
-    def __init__(self, handler: Handler, authorize: Authorizer = own_uid_or_root) -> None:
+    ``authorize`` defaults to root and the daemon's own uid (``AccessPolicy.build``).
+    """
+
+    def __init__(self, handler: Handler, authorize: Authorizer | None = None) -> None:
         self.handler = handler
-        self.authorize = authorize
+        self.authorize = authorize or AccessPolicy.build(group=None).authorize
 
     async def serve(
         self,
@@ -71,22 +49,27 @@ class Server:
     async def _serve_client(self, stream: trio.SocketStream) -> None:
         async with stream:
             try:
-                peer = peer_of(stream.socket)
+                peer = peer_credentials(stream.socket)
             except OSError:
                 return  # the client is already gone
             refusal = self.authorize(peer)
             try:
                 if refusal is not None:
-                    log.warning(
-                        "refused pid=%d uid=%d gid=%d: %s", peer.pid, peer.uid, peer.gid, refusal
+                    audit.warning(
+                        "uid=%d gid=%d pid=%d op=CONNECT result=refused: %s",
+                        peer.uid,
+                        peer.gid,
+                        peer.pid,
+                        refusal,
                     )
                     await stream.send_all(failure(ErrorCode.PERMISSION_DENIED, refusal).encode())
+                    await _linger(stream)
                     return
                 await self._converse(stream, peer)
             except (trio.BrokenResourceError, trio.ClosedResourceError):
                 pass  # the client went away; nothing to clean up beyond the stream
 
-    async def _converse(self, stream: trio.SocketStream, peer: Peer) -> None:
+    async def _converse(self, stream: trio.SocketStream, peer: PeerCredentials) -> None:
         decoder = RequestDecoder()
         while True:
             data = await stream.receive_some(decoder.max_buffer - decoder.buffered)
@@ -99,16 +82,23 @@ class Server:
             if replies:
                 await stream.send_all(b"".join(replies))
 
-    def _answer(self, event: Request | BadRequest, peer: Peer) -> Response:
+    def _answer(self, event: Request | BadRequest, peer: PeerCredentials) -> Response:
         if isinstance(event, BadRequest):
-            log.info("uid=%d pid=%d bad request: %s", peer.uid, peer.pid, event.message)
+            audit.info(
+                "uid=%d gid=%d pid=%d op=? result=error %d: %s",
+                peer.uid,
+                peer.gid,
+                peer.pid,
+                event.code,
+                event.message,
+            )
             return failure(event.code, event.message)
         try:
             response = self.handler.handle(event)
         except Exception:
             log.exception("internal error handling %s", event)
             response = failure(ErrorCode.INTERNAL, "internal error in hycan-daemon (see its log)")
-        log.info(
+        audit.info(
             "uid=%d gid=%d pid=%d op=%s name=%s result=%s",
             peer.uid,
             peer.gid,
@@ -118,3 +108,11 @@ class Server:
             "ok" if response.success else f"error {response.code}: {response.message}",
         )
         return response
+
+
+async def _linger(stream: trio.SocketStream, seconds: float = 1.0) -> None:
+    """Half-close and drain briefly, so a refused client reads our answer instead of a reset."""
+    await stream.send_eof()
+    with trio.move_on_after(seconds):
+        while await stream.receive_some(4096):
+            pass

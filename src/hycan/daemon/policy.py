@@ -1,0 +1,82 @@
+"""Who may ask (peer credentials) and what may be done (interface policy).
+
+Both are pure functions of their inputs so they can be tested without sockets or a kernel.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import grp
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from hycan._protocol import Op
+from hycan.backends.base import LinkStatus
+from hycan.daemon.peercred import PeerCredentials
+
+DEFAULT_GROUP = "hycan"
+
+
+@dataclass(frozen=True, slots=True)
+class AccessPolicy:
+    """Admit root, the daemon's own uid, listed uids, and members of listed groups."""
+
+    uids: frozenset[int]
+    gids: frozenset[int]
+    group_names: tuple[str, ...] = ()
+
+    @classmethod
+    def build(
+        cls, *, allow_uids: Iterable[int] = (), group: str | None = DEFAULT_GROUP
+    ) -> AccessPolicy:
+        """Resolve the daemon's options. A group that does not exist admits nobody extra."""
+        gids: set[int] = set()
+        names: tuple[str, ...] = ()
+        if group:
+            try:
+                gids.add(grp.getgrnam(group).gr_gid)
+                names = (group,)
+            except KeyError:
+                pass
+        return cls(frozenset({0, os.geteuid(), *allow_uids}), frozenset(gids), names)
+
+    def authorize(self, peer: PeerCredentials) -> str | None:
+        """None if ``peer`` may use the daemon, else the reason it may not."""
+        if peer.uid in self.uids:
+            return None
+        if self.gids & {peer.gid, *peer.groups}:
+            return None
+        groups = f" or members of group {', '.join(self.group_names)}" if self.group_names else ""
+        return (
+            f"permission denied: uid {peer.uid} may not use hycan-daemon (allowed: uids "
+            f"{', '.join(map(str, sorted(self.uids)))}{groups}); ask an admin to add you to "
+            "the hycan group or start the daemon with --allow-uid"
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class InterfacePolicy:
+    """vcan links always; other links only when their name matches an ``--allow-iface`` glob."""
+
+    allow_globs: tuple[str, ...] = ()
+
+    def name_allowed(self, name: str) -> bool:
+        """Whether an admin allow-listed this name."""
+        return any(fnmatch.fnmatchcase(name, glob) for glob in self.allow_globs)
+
+    def refusal(self, op: Op, status: LinkStatus) -> str | None:
+        """None if ``op`` (UP/DOWN) may act on the link described by ``status``, else why not.
+
+        (DELETE of a non-vcan link is refused by the handler whatever the policy.)
+        """
+        if status.kind == "vcan" or self.name_allowed(status.name):
+            return None
+        what = f"{status.name} is a {status.kind or 'non-virtual'} link"
+        rule = (
+            f"allowed: vcan links and names matching {', '.join(self.allow_globs)}"
+            if self.allow_globs
+            else "allowed: vcan links only; an admin can add --allow-iface GLOB"
+        )
+        verb = "bring up" if op is Op.INTERFACE_UP else "bring down"
+        return f"refusing to {verb} {status.name}: {what} ({rule})"

@@ -1,0 +1,94 @@
+"""Authorization and interface policy as pure logic, and through the memory backend."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from hycan._handler import Handler
+from hycan._protocol import Op, Request
+from hycan.backends.base import LinkStatus
+from hycan.backends.memory import MemoryBackend
+from hycan.daemon.peercred import PeerCredentials
+from hycan.daemon.policy import AccessPolicy, InterfacePolicy
+from hycan.errors import ErrorCode
+
+POLICY = AccessPolicy(uids=frozenset({0, 1000}), gids=frozenset({500}), group_names=("hycan",))
+
+
+def peer(uid: int, gid: int = 4000, groups: tuple[int, ...] = ()) -> PeerCredentials:
+    return PeerCredentials(pid=1234, uid=uid, gid=gid, groups=groups)
+
+
+@pytest.mark.parametrize(
+    ("who", "admitted"),
+    [
+        (peer(0), True),
+        (peer(1000), True),  # --allow-uid
+        (peer(2000, groups=(7, 500)), True),  # supplementary member of the group
+        (peer(2000, gid=500), True),  # primary group
+        (peer(2000, groups=(7,)), False),
+        (peer(2000, gid=1000), False),  # a gid equal to an allowed uid means nothing
+    ],
+)
+def test_access_policy(who: PeerCredentials, admitted: bool) -> None:
+    refusal = POLICY.authorize(who)
+    assert (refusal is None) is admitted
+    if refusal:
+        assert "uid 2000" in refusal and "hycan group" in refusal
+
+
+def test_build_always_admits_root_and_self_and_ignores_missing_group() -> None:
+    policy = AccessPolicy.build(allow_uids=[4242], group="no-such-group-hycan")
+    assert policy.uids == {0, os.geteuid(), 4242}
+    assert policy.gids == frozenset()
+
+
+def status(name: str, kind: str | None) -> LinkStatus:
+    return LinkStatus(name, exists=True, kind=kind, up=False)
+
+
+@pytest.mark.parametrize(
+    ("globs", "link", "allowed"),
+    [
+        ((), status("vcan0", "vcan"), True),
+        ((), status("can0", "can"), False),
+        (("can*",), status("can0", "can"), True),
+        (("can*",), status("vcan9", "vcan"), True),
+        (("can*",), status("eth0", None), False),
+        (("can[0-1]",), status("can2", "can"), False),
+    ],
+)
+def test_interface_policy(globs: tuple[str, ...], link: LinkStatus, allowed: bool) -> None:
+    refusal = InterfacePolicy(globs).refusal(Op.INTERFACE_UP, link)
+    assert (refusal is None) is allowed
+    if refusal:
+        assert link.name in refusal and "allowed:" in refusal
+
+
+def handle(handler: Handler, op: Op, name: str) -> tuple[bool, int, str]:
+    response = handler.handle(Request(op, name.encode()))
+    return response.success, response.code, response.message
+
+
+def test_handler_applies_policy_and_leaves_links_untouched() -> None:
+    backend = MemoryBackend()
+    handler = Handler(backend, policy=InterfacePolicy(("eth*",)).refusal)
+    assert handle(handler, Op.CREATE_VCAN, "vcan0")[0]
+    assert handle(handler, Op.INTERFACE_UP, "vcan0")[0]
+    assert handle(handler, Op.INTERFACE_DOWN, "eth0")[0]  # allow-listed
+    ok, code, message = handle(handler, Op.INTERFACE_DOWN, "lo")
+    assert (ok, code) == (False, ErrorCode.PERMISSION_DENIED)
+    assert "refusing to bring down lo" in message
+    assert backend.status("lo").up is True
+    ok, code, _ = handle(handler, Op.DELETE, "eth0")
+    assert (ok, code) == (False, ErrorCode.PERMISSION_DENIED)
+    assert backend.status("eth0").exists
+    assert handle(handler, Op.INTERFACE_UP, "missing0")[1] == ErrorCode.INTERFACE_NOT_FOUND
+
+
+def test_handler_without_policy_toggles_any_link() -> None:
+    backend = MemoryBackend()
+    assert handle(Handler(backend), Op.INTERFACE_DOWN, "lo")[0]
+    assert backend.status("lo").up is False
