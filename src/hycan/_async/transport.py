@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import trio
 
 from hycan._handler import Handler
@@ -56,10 +58,9 @@ class AsyncSocketTransport:
             assert self._stream is not None
             try:
                 with trio.fail_after(self._timeout):
-                    try:
+                    # A daemon that refused us and hung up may have left its answer: read it.
+                    with contextlib.suppress(trio.BrokenResourceError):
                         await self._stream.send_all(frame)
-                    except trio.BrokenResourceError:
-                        pass  # a daemon that refused us and hung up may have left its answer
                     while True:
                         event = self._decoder.next_event()
                         if isinstance(event, Response):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import threading
 
@@ -56,10 +57,9 @@ class SocketTransport:
                 self.connect()
             assert self._sock is not None
             try:
-                try:
+                # A daemon that refused us and hung up may have left its answer: read it.
+                with contextlib.suppress(BrokenPipeError, ConnectionResetError):
                     self._sock.sendall(frame)
-                except (BrokenPipeError, ConnectionResetError):
-                    pass  # a daemon that refused us and hung up may have left its answer
                 while True:
                     event = self._decoder.next_event()
                     if isinstance(event, Response):
