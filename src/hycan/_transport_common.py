@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import pwd
 import socket
 import struct
 from typing import Protocol
@@ -17,9 +19,16 @@ RECV_SIZE = 65536
 _UCRED = struct.Struct("3i")
 
 
+SERVICE_USER = "hycan"
+"""The system user deploy/ runs the daemon as (deploy/sysusers.d/hycan.conf)."""
+
+
 def trusted_server_uids() -> set[int]:
-    """Who may serve us: root, ourselves, and ``$HYCAN_DAEMON_UID`` (a dedicated user)."""
+    """Who may serve us: root, ourselves, the ``hycan`` system user if it exists, and
+    ``$HYCAN_DAEMON_UID``. Creating users takes root, so none of these is a squatter."""
     uids = {0, os.geteuid()}
+    with contextlib.suppress(KeyError):
+        uids.add(pwd.getpwnam(SERVICE_USER).pw_uid)
     configured = os.environ.get(DAEMON_UID_ENV, "")
     if configured.isdigit():
         uids.add(int(configured))
@@ -37,8 +46,9 @@ def check_server(sock: _Socket, path: str) -> None:
     )
     if uid not in trusted_server_uids():
         raise PermissionDenied(
-            f"refusing to use {path}: it is served by uid {uid}, not by root or "
-            f"${DAEMON_UID_ENV}; it may be a socket squatted by another user. Set "
+            f"refusing to use {path}: it is served by uid {uid}, not by root, the "
+            f"{SERVICE_USER!r} user or ${DAEMON_UID_ENV}; it may be a socket squatted by "
+            f"another user. Set "
             f"{DAEMON_UID_ENV}={uid} if that uid really runs hycan-daemon."
         )
 
