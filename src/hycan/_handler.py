@@ -22,6 +22,7 @@ from hycan.errors import (
     NotSupported,
     OperationFailed,
     PermissionDenied,
+    Timeout,
 )
 
 VCAN_MISSING = (
@@ -125,6 +126,9 @@ class Handler:
 def kernel_error(op: Op, name: str, exc: OSError) -> HycanError:
     """Map a kernel errno from ``op`` on ``name`` to a hycan error with an actionable message."""
     code = exc.errno
+    what, fallback = _FAILURE.get(op, ("handling", ErrorCode.INTERNAL))
+    if isinstance(exc, TimeoutError):
+        return Timeout(f"{what} {name} failed: the kernel did not answer in time")
     if code == errno.ENODEV:
         return InterfaceNotFound(f"interface {name} not found")
     if code in (errno.EPERM, errno.EACCES):
@@ -136,6 +140,5 @@ def kernel_error(op: Op, name: str, exc: OSError) -> HycanError:
         return NotSupported(VCAN_MISSING)
     if code == errno.EOPNOTSUPP:
         return NotSupported(f"not supported: the kernel cannot do this on {name}")
-    what, fallback = _FAILURE.get(op, ("handling", ErrorCode.INTERNAL))
     reason = exc.strerror or str(exc)
     return OperationFailed(f"{what} {name} failed: {reason} (errno {code})", fallback)

@@ -24,7 +24,7 @@ from hycan.daemon import systemd
 from hycan.daemon.listener import BoundSocket, StartupError, bind_unix
 from hycan.daemon.policy import DEFAULT_GROUP, AccessPolicy, InterfacePolicy
 from hycan.daemon.privileges import PrivilegeError, drop_privileges
-from hycan.daemon.server import Server
+from hycan.daemon.server import Limits, Server
 
 log = logging.getLogger("hycan.daemon")
 
@@ -81,15 +81,58 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="run as this user (primary group, no supplementary groups), keeping only "
         "CAP_NET_ADMIN",
     )
+    defaults = Limits()
+    parser.add_argument(
+        "--max-clients",
+        type=int,
+        default=defaults.max_clients,
+        metavar="N",
+        help=f"concurrent clients; more are answered 'busy' and closed "
+        f"(default {defaults.max_clients})",
+    )
+    parser.add_argument(
+        "--idle-timeout",
+        type=float,
+        default=defaults.idle_timeout,
+        metavar="SECONDS",
+        help="close connections idle (or not reading replies) this long "
+        f"(default {defaults.idle_timeout:g}; clients reconnect transparently)",
+    )
+    parser.add_argument(
+        "--request-timeout",
+        type=float,
+        default=5.0,
+        metavar="SECONDS",
+        help="deadline for the kernel to answer one request (default 5)",
+    )
+    parser.add_argument(
+        "--max-buffer",
+        type=int,
+        default=defaults.max_buffer,
+        metavar="BYTES",
+        help=f"bytes buffered per connection (default and minimum {defaults.max_buffer})",
+    )
+    parser.add_argument(
+        "--grace",
+        type=float,
+        default=defaults.grace,
+        metavar="SECONDS",
+        help="at shutdown, time in-flight requests get to be answered "
+        f"(default {defaults.grace:g})",
+    )
     parser.add_argument("--version", action="version", version=f"hycan-daemon {__version__}")
     args = parser.parse_args(argv)
+    if args.max_buffer < defaults.max_buffer:
+        parser.error(f"--max-buffer must be at least {defaults.max_buffer} (one full frame)")
+    if min(args.max_clients, args.idle_timeout, args.request_timeout) <= 0 or args.grace < 0:
+        parser.error("limits must be positive")
     if args.socket_path and args.socket_opt and args.socket_path != args.socket_opt:
         parser.error("give the socket path once (positional or --socket)")
     args.socket = args.socket_opt or args.socket_path or MANUAL_SOCKET
     return args
 
 
-def make_backend(kind: str) -> Backend:
+def make_backend(kind: str, timeout: float) -> Backend:
     """Open the backend named on the command line."""
     if kind == "memory":
         from hycan.backends.memory import MemoryBackend
@@ -97,7 +140,7 @@ def make_backend(kind: str) -> Backend:
         return MemoryBackend()
     from hycan.backends.netlink import NetlinkBackend
 
-    return NetlinkBackend()
+    return NetlinkBackend(timeout=timeout)
 
 
 def obtain_socket(path: str, access: AccessPolicy, open_to_all: bool) -> BoundSocket:
@@ -138,7 +181,7 @@ async def run(server: Server, bound: BoundSocket, backend_name: str) -> None:
             async for signum in signals:
                 log.info("received %s, shutting down", signal.Signals(signum).name)
                 systemd.notify("STOPPING=1")
-                nursery.cancel_scope.cancel()
+                server.shutdown()  # serve() returns once clients are done (bounded by grace)
                 break
 
 
@@ -159,11 +202,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"hycan-daemon: {exc}", file=sys.stderr)
         return 1
     try:
-        backend = make_backend(args.backend)
+        backend = make_backend(args.backend, args.request_timeout)
         restrict_privileges(args)
         links = InterfacePolicy(tuple(args.allow_iface))
         handler = Handler(backend, backend_name=args.backend, policy=links.refusal)
-        trio.run(run, Server(handler, access.authorize), bound, args.backend)
+        limits = Limits(args.max_clients, args.idle_timeout, args.max_buffer, args.grace)
+        trio.run(run, Server(handler, access.authorize, limits), bound, args.backend)
     except PrivilegeError as exc:
         print(f"hycan-daemon: refusing to serve: {exc}", file=sys.stderr)
         return 1
