@@ -6,6 +6,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
@@ -56,41 +57,52 @@ def daemon_command(*args: str) -> list[str]:
 
 
 class DaemonProcess:
-    """A ``hycan-daemon`` subprocess; ``start()`` returns once its ready line is printed."""
+    """A ``hycan-daemon`` subprocess; ``start()`` returns once its ready line is printed.
+
+    Its stderr (the log) goes to a file, so a chatty daemon never blocks on a full pipe.
+    """
 
     def __init__(self, path: str, *args: str, prefix: tuple[str, ...] = ()) -> None:
         self.path = path
         self.argv = [*prefix, *daemon_command("--socket", path, *args)]
         self.proc: subprocess.Popen[str] | None = None
         self.ready_line = ""
+        self._log = tempfile.TemporaryFile("w+")  # noqa: SIM115 (lives as long as self)
 
     def start(self) -> DaemonProcess:
         self.proc = subprocess.Popen(
             self.argv,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
+            stderr=self._log,
             text=True,
         )
         assert self.proc.stdout is not None
         self.ready_line = self.proc.stdout.readline()
         if "serving on" not in self.ready_line:
             self.proc.kill()
-            _, err = self.proc.communicate(timeout=10)
-            raise RuntimeError(f"daemon did not start: {self.ready_line!r} {err}")
+            self.proc.wait(timeout=10)
+            raise RuntimeError(f"daemon did not start: {self.ready_line!r} {self.log()}")
         return self
 
+    def log(self) -> str:
+        """Everything the daemon logged so far."""
+        self._log.seek(0)
+        return self._log.read()
+
     def stop(self, sig: int = 15, timeout: float = 10) -> tuple[int, str]:
-        """Signal the daemon and return (exit status, stderr)."""
+        """Signal the daemon and return (exit status, its log)."""
         assert self.proc is not None
         if self.proc.poll() is None:
             self.proc.send_signal(sig)
         try:
-            _, err = self.proc.communicate(timeout=timeout)
+            self.proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
             self.proc.kill()
-            _, err = self.proc.communicate()
-        return self.proc.returncode, err
+            self.proc.wait()
+        assert self.proc.stdout is not None
+        self.proc.stdout.close()
+        return self.proc.returncode, self.log()
 
 
 @pytest.fixture

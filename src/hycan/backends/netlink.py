@@ -1,10 +1,21 @@
 """The real backend: rtnetlink through one AF_NETLINK socket kept open for the daemon's life.
 
-Messages are built and parsed with pyroute2's ``ifinfmsg`` class (no hand-packed netlink),
-but sent on our own blocking socket instead of through pyroute2's asyncio-based ``IPRoute``:
-rtnetlink answers synchronously inside ``send()``, so a request costs one send and one
-receive. Links are addressed by name (``IFLA_IFNAME`` with index 0), so no name->index
-lookup is needed. No subprocess, no shell.
+Requests are built with pyroute2's ``ifinfmsg`` class (no hand-packed netlink), but sent on
+our own blocking socket instead of through pyroute2's asyncio-based ``IPRoute``: rtnetlink
+answers synchronously inside ``send()``, so a request costs one send and one receive.
+Links are addressed by name (``IFLA_IFNAME`` with index 0), so no name->index lookup is
+needed. No subprocess, no shell.
+
+Two things keep a request in the tens of microseconds (see docs/perf.md):
+
+- Building an ``ifinfmsg`` costs ~90 µs, more than the kernel takes to act on it. Each
+  distinct request (type, flags, name, attributes) is built once by pyroute2 and kept
+  encoded; later sends copy it and patch only the sequence number.
+- Decoding a whole RTM_NEWLINK with ``ifinfmsg.decode()`` costs 200-700 µs (it decodes
+  every statistic and per-family block). STATUS asks the kernel to leave the statistics
+  out (``IFLA_EXT_MASK`` = ``RTEXT_FILTER_SKIP_STATS``) and reads only the attributes it
+  reports, walking the attribute list with ``struct``; attribute numbers and the operstate
+  names come from pyroute2's own tables.
 """
 
 from __future__ import annotations
@@ -24,13 +35,82 @@ from pyroute2.netlink import (
     NLMSG_ERROR,
 )
 from pyroute2.netlink.rtnl import RTM_DELLINK, RTM_GETLINK, RTM_NEWLINK
-from pyroute2.netlink.rtnl.ifinfmsg import IFF_UP, ifinfmsg
+from pyroute2.netlink.rtnl.ifinfmsg import IFF_UP, ifinfmsg, state_by_code
 
 from hycan.backends.base import LinkStatus
 
 _NLMSG_HEADER = struct.Struct("=IHHII")  # length, type, flags, sequence, port id
+_SEQ_OFFSET = 8  # of the sequence number inside the header
 _NLMSG_ERRNO = struct.Struct("=i")
+_IFINFOMSG = struct.Struct("=BxHiII")  # family, type, index, flags, change
+_NLA_HEADER = struct.Struct("=HH")  # length, type
+_NLA_TYPE_MASK = 0x3FFF  # without NLA_F_NESTED / NLA_F_NET_BYTEORDER
+_U32 = struct.Struct("=I")
 _RECV_SIZE = 65536
+RTEXT_FILTER_SKIP_STATS = 1 << 3
+_MAX_CACHED = 1024  # encoded requests kept (names are client-chosen: bound the memory)
+
+
+def _nla_type(nla_map: Any, name: str) -> int:
+    """The attribute number of ``name`` in a pyroute2 ``nla_map`` (implicit or explicit ids)."""
+    for position, entry in enumerate(nla_map):
+        if entry[-2] == name:
+            return int(entry[0]) if len(entry) == 3 else position
+    raise LookupError(f"{name} is not in pyroute2's attribute table")
+
+
+_IFLA_MTU = _nla_type(ifinfmsg.nla_map, "IFLA_MTU")
+_IFLA_OPERSTATE = _nla_type(ifinfmsg.nla_map, "IFLA_OPERSTATE")
+_IFLA_LINKINFO = _nla_type(ifinfmsg.nla_map, "IFLA_LINKINFO")
+_IFLA_INFO_KIND = _nla_type(ifinfmsg.ifinfo.nla_map, "IFLA_INFO_KIND")
+
+
+def _attributes(data: bytes, offset: int, end: int) -> dict[int, tuple[int, int]]:
+    """Attribute type -> (payload start, payload end) for the first of each type."""
+    found: dict[int, tuple[int, int]] = {}
+    while offset + _NLA_HEADER.size <= end:
+        length, nla_type = _NLA_HEADER.unpack_from(data, offset)
+        if length < _NLA_HEADER.size or offset + length > end:
+            break  # malformed: stop rather than read past the message
+        found.setdefault(nla_type & _NLA_TYPE_MASK, (offset + _NLA_HEADER.size, offset + length))
+        offset += (length + 3) & ~3
+    return found
+
+
+def _string(data: bytes, span: tuple[int, int]) -> str:
+    """A NUL-terminated netlink string attribute, as pyroute2's ``asciiz`` decodes it."""
+    return data[span[0] : span[1]].strip(b"\0").decode("utf-8", "replace")
+
+
+def parse_link(name: str, data: bytes) -> LinkStatus:
+    """The STATUS fields of one RTM_NEWLINK message (``data`` starts at its header)."""
+    (end,) = _U32.unpack_from(data, 0)
+    end = min(end, len(data))
+    base = _NLMSG_HEADER.size
+    if end < base + _IFINFOMSG.size:
+        raise OSError(errno.EPROTO, "truncated RTM_NEWLINK from the kernel")
+    _family, _type, index, flags, _change = _IFINFOMSG.unpack_from(data, base)
+    attrs = _attributes(data, base + _IFINFOMSG.size, end)
+    kind = None
+    if (linkinfo := attrs.get(_IFLA_LINKINFO)) is not None:
+        info = _attributes(data, linkinfo[0], linkinfo[1])
+        if (kind_span := info.get(_IFLA_INFO_KIND)) is not None:
+            kind = _string(data, kind_span)
+    operstate = None
+    if (state := attrs.get(_IFLA_OPERSTATE)) is not None and state[1] > state[0]:
+        operstate = state_by_code.get(data[state[0]])
+    mtu = None
+    if (mtu_span := attrs.get(_IFLA_MTU)) is not None and mtu_span[1] - mtu_span[0] >= 4:
+        (mtu,) = _U32.unpack_from(data, mtu_span[0])
+    return LinkStatus(
+        name,
+        exists=True,
+        kind=kind,
+        up=bool(flags & IFF_UP),
+        operstate=operstate,
+        mtu=mtu,
+        index=index,
+    )
 
 
 class NetlinkBackend:
@@ -39,6 +119,7 @@ class NetlinkBackend:
     def __init__(self, *, timeout: float = 5.0) -> None:
         self._timeout = timeout
         self._seq = 0
+        self._encoded: dict[tuple[Any, ...], bytes] = {}
         self._sock = self._open()
 
     def _open(self) -> socket.socket:
@@ -49,13 +130,7 @@ class NetlinkBackend:
 
     def add_link(self, name: str, kind: str) -> None:
         """RTM_NEWLINK with NLM_F_CREATE|NLM_F_EXCL and IFLA_LINKINFO kind."""
-        linkinfo = {"attrs": [("IFLA_INFO_KIND", kind)]}
-        self._request(
-            RTM_NEWLINK,
-            NLM_F_CREATE | NLM_F_EXCL,
-            name,
-            attrs=[("IFLA_LINKINFO", linkinfo)],
-        )
+        self._request(RTM_NEWLINK, NLM_F_CREATE | NLM_F_EXCL, name, kind=kind)
 
     def set_up(self, name: str, up: bool) -> None:
         """RTM_NEWLINK changing only IFF_UP."""
@@ -66,53 +141,74 @@ class NetlinkBackend:
         self._request(RTM_DELLINK, 0, name)
 
     def status(self, name: str) -> LinkStatus:
-        """RTM_GETLINK by name; ``exists=False`` on ENODEV."""
+        """RTM_GETLINK by name (statistics skipped); ``exists=False`` on ENODEV."""
         try:
-            reply = self._request(RTM_GETLINK, 0, name)
+            reply = self._request(RTM_GETLINK, 0, name, ext_mask=RTEXT_FILTER_SKIP_STATS)
         except OSError as exc:
             if exc.errno == errno.ENODEV:
                 return LinkStatus(name, exists=False)
             raise
-        assert reply is not None
-        linkinfo = reply.get_attr("IFLA_LINKINFO")
-        kind = linkinfo.get_attr("IFLA_INFO_KIND") if linkinfo is not None else None
-        return LinkStatus(
-            name,
-            exists=True,
-            kind=kind,
-            up=bool(reply["flags"] & IFF_UP),
-            operstate=reply.get_attr("IFLA_OPERSTATE"),
-            mtu=reply.get_attr("IFLA_MTU"),
-            index=reply["index"],
-        )
+        if reply is None:
+            raise OSError(errno.EPROTO, "the kernel acknowledged RTM_GETLINK without a link")
+        return parse_link(name, reply)
 
     def close(self) -> None:
         """Close the netlink socket."""
         self._sock.close()
+
+    def _build(
+        self,
+        msg_type: int,
+        nl_flags: int,
+        name: str,
+        *,
+        kind: str | None = None,
+        flags: int | None = None,
+        change: int | None = None,
+        ext_mask: int | None = None,
+    ) -> bytes:
+        """The request encoded by pyroute2 (sequence number 0), cached per distinct request."""
+        key = (msg_type, nl_flags, name, kind, flags, change, ext_mask)
+        encoded = self._encoded.get(key)
+        if encoded is not None:
+            return encoded
+        msg = ifinfmsg()
+        msg["index"] = 0
+        if flags is not None:
+            msg["flags"] = flags
+        if change is not None:
+            msg["change"] = change
+        attrs: list[Any] = [("IFLA_IFNAME", name)]
+        if kind is not None:
+            attrs.append(("IFLA_LINKINFO", {"attrs": [("IFLA_INFO_KIND", kind)]}))
+        if ext_mask is not None:
+            attrs.append(("IFLA_EXT_MASK", ext_mask))
+        msg["attrs"] = attrs
+        msg["header"]["type"] = msg_type
+        msg["header"]["flags"] = NLM_F_REQUEST | NLM_F_ACK | nl_flags
+        msg["header"]["sequence_number"] = 0
+        msg.encode()
+        encoded = bytes(msg.data)
+        if len(self._encoded) >= _MAX_CACHED:
+            del self._encoded[next(iter(self._encoded))]  # the oldest entry
+        self._encoded[key] = encoded
+        return encoded
 
     def _request(
         self,
         msg_type: int,
         nl_flags: int,
         name: str,
-        *,
-        attrs: list[Any] | None = None,
-        **fields: int,
-    ) -> Any:
-        """Send one request, return the reply message (GET) or None (ACK); errors -> OSError."""
-        msg = ifinfmsg()
-        msg["index"] = 0
-        for key, value in fields.items():
-            msg[key] = value
-        msg["attrs"] = [("IFLA_IFNAME", name), *(attrs or [])]
+        **fields: Any,
+    ) -> bytes | None:
+        """Send one request; return the RTM_NEWLINK reply (GET) or None (ACK); errors ->
+        OSError."""
+        frame = bytearray(self._build(msg_type, nl_flags, name, **fields))
         self._seq = self._seq % 0x7FFFFFFF + 1
         seq = self._seq
-        msg["header"]["type"] = msg_type
-        msg["header"]["flags"] = NLM_F_REQUEST | NLM_F_ACK | nl_flags
-        msg["header"]["sequence_number"] = seq
-        msg.encode()
+        _U32.pack_into(frame, _SEQ_OFFSET, seq)
         try:
-            self._sock.send(msg.data)
+            self._sock.send(frame)
             code, reply = self._receive(seq)
         except OSError:
             # The socket itself failed (ENOBUFS, timeout, ...): use a fresh one next time.
@@ -122,8 +218,8 @@ class NetlinkBackend:
             raise OSError(code, os.strerror(code), name)
         return reply
 
-    def _receive(self, seq: int) -> tuple[int, Any]:
-        """Read until the ACK/error for ``seq``; return (errno or 0, decoded reply or None)."""
+    def _receive(self, seq: int) -> tuple[int, bytes | None]:
+        """Read until the ACK/error for ``seq``; return (errno or 0, RTM_NEWLINK bytes or None)."""
         reply = None
         while True:
             data = self._sock.recv(_RECV_SIZE)
@@ -139,8 +235,7 @@ class NetlinkBackend:
                     if msg_type == NLMSG_DONE:
                         return 0, reply
                     if msg_type == RTM_NEWLINK:
-                        reply = ifinfmsg(data[offset : offset + length])
-                        reply.decode()
+                        reply = data[offset : offset + length]
                 offset += (length + 3) & ~3
 
     def _reopen(self) -> None:

@@ -208,6 +208,9 @@ def main(argv: list[str] | None = None) -> int:
         handler = Handler(backend, backend_name=args.backend, policy=links.refusal)
         limits = Limits(args.max_clients, args.idle_timeout, args.max_buffer, args.grace)
         trio.run(run, Server(handler, access.authorize, limits), bound, args.backend)
+        # Shut down already: a second SIGTERM must not turn exit 0 into death by signal.
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
     except PrivilegeError as exc:
         print(f"hycan-daemon: refusing to serve: {exc}", file=sys.stderr)
         return 1
