@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import errno
 import json
+import struct
 from collections.abc import Callable
 
 from hycan import __version__
+from hycan._canconfig import CanSettings
 from hycan._protocol import PROTOCOL_VERSION, Op, Request, Response, failure, ok
 from hycan.backends.base import Backend, LinkStatus
 from hycan.errors import (
@@ -19,6 +21,8 @@ from hycan.errors import (
     ErrorCode,
     HycanError,
     InterfaceNotFound,
+    InvalidArgument,
+    LinkBusy,
     NotSupported,
     OperationFailed,
     PermissionDenied,
@@ -37,7 +41,13 @@ _FAILURE = {
     Op.INTERFACE_DOWN: ("bringing down", ErrorCode.BRING_DOWN),
     Op.DELETE: ("deleting", ErrorCode.DELETE_FAILED),
     Op.STATUS: ("reading the status of", ErrorCode.INTERNAL),
+    Op.SET_MTU: ("setting the MTU of", ErrorCode.RTNL_LINK_ADD),
+    Op.SET_CAN: ("setting CAN bit timing of", ErrorCode.RTNL_LINK_ADD),
+    Op.CAN_RESTART: ("restarting", ErrorCode.RTNL_LINK_ADD),
 }
+_CAN_OPS = (Op.SET_CAN, Op.CAN_RESTART)
+_POLICED_OPS = (Op.INTERFACE_UP, Op.INTERFACE_DOWN, Op.SET_MTU, *_CAN_OPS)
+_MTU = struct.Struct("<I")
 
 
 LinkPolicy = Callable[[Op, LinkStatus], str | None]
@@ -78,11 +88,24 @@ class Handler:
         name = request.ifname
         if op is Op.CREATE_VCAN:
             return self._create_vcan(name)
+        if op in _POLICED_OPS and self.policy is not None:
+            self._apply_policy(op, name)
         if op is Op.INTERFACE_UP or op is Op.INTERFACE_DOWN:
-            if self.policy is not None:
-                self._apply_policy(op, name)
             backend.set_up(name, op is Op.INTERFACE_UP)
             return f"{name} is {'up' if op is Op.INTERFACE_UP else 'down'}"
+        if op is Op.SET_MTU:
+            if len(request.payload) != _MTU.size:
+                raise InvalidArgument("invalid SET_MTU payload: expected the MTU as u32 LE")
+            (mtu,) = _MTU.unpack(request.payload)
+            backend.set_mtu(name, mtu)
+            return f"{name} mtu {mtu}"
+        if op is Op.SET_CAN:
+            settings = CanSettings.from_payload(request.payload)
+            backend.set_can(name, settings)
+            return f"{name} CAN settings applied: {settings.to_payload().decode()}"
+        if op is Op.CAN_RESTART:
+            backend.restart_can(name)
+            return f"{name} restarted"
         if op is Op.DELETE:
             self._require_vcan(name, "delete")
             backend.delete_link(name)
@@ -138,6 +161,30 @@ def kernel_error(op: Op, name: str, exc: OSError) -> HycanError:
         )
     if code == errno.EOPNOTSUPP and op is Op.CREATE_VCAN:
         return NotSupported(VCAN_MISSING)
+    if code == errno.EOPNOTSUPP and op in _CAN_OPS:
+        return NotSupported(
+            f"not supported: {name} does not support CAN bit timing "
+            "(only real CAN controllers do; a vcan has none)"
+        )
+    if code == errno.EBUSY and op is Op.CAN_RESTART:
+        return LinkBusy(f"{name} is not in bus-off state: there is nothing to restart")
+    if code == errno.EBUSY:
+        return LinkBusy(
+            f"{name} is up: bring it down first (`hycan down {name}`); "
+            "hycan never bounces a link for you"
+        )
+    if code == errno.EINVAL and op is Op.SET_MTU:
+        return InvalidArgument(
+            f"the kernel rejected this MTU for {name} "
+            "(a vcan takes 16 for classic CAN or 72 for CAN FD)"
+        )
+    if code == errno.EINVAL and op is Op.SET_CAN:
+        return InvalidArgument(
+            f"the kernel rejected these CAN settings for {name} (is the bitrate reachable "
+            "with this controller's clock? CAN FD data bitrate needs fd on)"
+        )
+    if code == errno.EINVAL and op is Op.CAN_RESTART:
+        return LinkBusy(f"{name} is down: bring it up before restarting it")
     if code == errno.EOPNOTSUPP:
         return NotSupported(f"not supported: the kernel cannot do this on {name}")
     reason = exc.strerror or str(exc)

@@ -44,6 +44,10 @@ class Op(enum.IntEnum):
     DELETE = 4
     STATUS = 5
     PING = 6
+    CAN_RESTART = 7
+    # payload ops (0x40-0x7f)
+    SET_MTU = 0x40  # payload: mtu u32 LE
+    SET_CAN = 0x41  # payload: JSON object of CAN settings (see docs/protocol.md)
 
 
 _NAMELESS_OPS: Final = frozenset({Op.PING})

@@ -39,8 +39,41 @@ def build_parser() -> argparse.ArgumentParser:
     }
     for name in LINK_COMMANDS:
         commands.add_parser(name, help=helps[name]).add_argument("name", help="interface name")
+    mtu = commands.add_parser("set-mtu", help="set the MTU (vcan: 16 classic CAN, 72 CAN FD)")
+    mtu.add_argument("name", help="interface name")
+    mtu.add_argument("mtu", type=int)
+    timing = commands.add_parser(
+        "set-bitrate", help="set CAN bit timing / CAN FD / restart-ms of a real CAN link"
+    )
+    timing.add_argument("name", help="interface name")
+    timing.add_argument("bitrate", type=int, nargs="?", help="nominal bitrate in bit/s")
+    timing.add_argument("--sample-point", type=float, help="e.g. 0.875")
+    timing.add_argument("--dbitrate", type=int, help="CAN FD data bitrate in bit/s")
+    timing.add_argument("--dsample-point", type=float, help="CAN FD data sample point")
+    timing.add_argument("--fd", choices=("on", "off"), help="CAN FD mode")
+    timing.add_argument("--restart-ms", type=int, help="auto-restart delay after bus-off")
+    commands.add_parser("restart", help="restart a CAN controller in bus-off").add_argument(
+        "name", help="interface name"
+    )
     commands.add_parser("ping", help="check that the daemon answers; show its version")
     return parser
+
+
+def _call(client: DaemonClient, args: argparse.Namespace) -> str:
+    if args.command == "set-mtu":
+        return client.set_mtu(args.name, args.mtu)
+    if args.command == "set-bitrate":
+        return client.set_bitrate(
+            args.name,
+            args.bitrate,
+            sample_point=args.sample_point,
+            data_bitrate=args.dbitrate,
+            data_sample_point=args.dsample_point,
+            fd=None if args.fd is None else args.fd == "on",
+            restart_ms=args.restart_ms,
+        )
+    message: str = getattr(client, args.command)(args.name)
+    return message
 
 
 def describe(status: LinkStatus) -> str:
@@ -73,9 +106,8 @@ def run(args: argparse.Namespace) -> tuple[int, dict[str, Any], str]:
                 result.update(ok=True, **_as_dict(status))
                 text = describe(status)
             else:
-                message = getattr(client, args.command)(args.name)
-                result.update(ok=True, message=message)
-                text = message
+                text = _call(client, args)
+                result.update(ok=True, message=text)
     except (DaemonUnavailable, Timeout) as exc:
         result.update(ok=False, code=exc.code, error=type(exc).__name__, message=exc.message)
         return EXIT_UNAVAILABLE, result, f"hycan: {exc.message}"

@@ -32,6 +32,8 @@ class ErrorCode(enum.IntEnum):
     INTERNAL = 15
     BUSY = 16
     TIMEOUT = 17
+    LINK_BUSY = 18
+    INVALID_ARGUMENT = 19
 
 
 class HycanError(Exception):
@@ -96,6 +98,18 @@ class AlreadyExists(OperationFailed):
     default_code = ErrorCode.ALREADY_EXISTS
 
 
+class LinkBusy(OperationFailed):
+    """The link is in a state that forbids the change (e.g. it must be down first)."""
+
+    default_code = ErrorCode.LINK_BUSY
+
+
+class InvalidArgument(OperationFailed):
+    """A value the daemon or the kernel rejects (an MTU, a bitrate, ...)."""
+
+    default_code = ErrorCode.INVALID_ARGUMENT
+
+
 class DaemonBusy(OperationFailed):
     """The daemon refused the connection because a limit was reached."""
 
@@ -116,6 +130,8 @@ _CLASS_BY_CODE: dict[int, type[HycanError]] = {
     ErrorCode.NOT_SUPPORTED: NotSupported,
     ErrorCode.ALREADY_EXISTS: AlreadyExists,
     ErrorCode.BUSY: DaemonBusy,
+    ErrorCode.LINK_BUSY: LinkBusy,
+    ErrorCode.INVALID_ARGUMENT: InvalidArgument,
     ErrorCode.TIMEOUT: Timeout,
 }
 

@@ -9,10 +9,12 @@ Lines marked ``# sync-only:`` become code in the sync version; blocks between
 from __future__ import annotations
 
 import json
+import struct
 from types import TracebackType
 from typing import Any, Self
 
 from hycan._async.transport import AsyncLocalTransport, AsyncSocketTransport
+from hycan._canconfig import CanSettings
 from hycan._names import encode_name
 from hycan._paths import client_socket
 from hycan._protocol import Op, Response, encode_request
@@ -96,6 +98,32 @@ class AsyncDaemonClient:
     async def status(self, name: str) -> LinkStatus:
         """Describe link ``name`` (``exists=False`` if there is none)."""
         return LinkStatus.from_json((await self.request(Op.STATUS, name)).message)
+
+    async def set_mtu(self, name: str, mtu: int) -> str:
+        """Set the MTU: 16 (classic CAN) or 72 (CAN FD) for a vcan, which must be down."""
+        return (await self.request(Op.SET_MTU, name, struct.pack("<I", mtu))).message
+
+    async def set_bitrate(
+        self,
+        name: str,
+        bitrate: int | None = None,
+        *,
+        sample_point: float | None = None,
+        data_bitrate: int | None = None,
+        data_sample_point: float | None = None,
+        fd: bool | None = None,
+        restart_ms: int | None = None,
+    ) -> str:
+        """Configure a real CAN controller (bit timing, CAN FD, auto-restart); the link
+        must be down for timing changes. Arguments left as None stay unchanged."""
+        settings = CanSettings(
+            bitrate, sample_point, data_bitrate, data_sample_point, fd, restart_ms
+        )
+        return (await self.request(Op.SET_CAN, name, settings.to_payload())).message
+
+    async def restart(self, name: str) -> str:
+        """Restart a CAN controller that is in bus-off state."""
+        return (await self.request(Op.CAN_RESTART, name)).message
 
     async def ping(self) -> dict[str, Any]:
         """The daemon's protocol version, package version and backend."""
@@ -191,6 +219,18 @@ class AsyncNetlink:
     async def status(self) -> LinkStatus:
         """Describe the link."""
         return await self.client.status(self.name)
+
+    async def set_mtu(self, mtu: int) -> str:
+        """Set the MTU (a vcan: 16 classic CAN or 72 CAN FD, while down)."""
+        return await self.client.set_mtu(self.name, mtu)
+
+    async def set_bitrate(self, bitrate: int | None = None, **settings: Any) -> str:
+        """Configure CAN bit timing; see ``DaemonClient.set_bitrate`` for the settings."""
+        return await self.client.set_bitrate(self.name, bitrate, **settings)
+
+    async def restart(self) -> str:
+        """Restart the CAN controller after bus-off."""
+        return await self.client.restart(self.name)
 
     async def aclose(self) -> None:
         """Close the connection if this object opened it."""

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass
-from typing import Protocol
+from typing import Any, Protocol
+
+from hycan._canconfig import CanSettings
 
 
 @dataclass(frozen=True, slots=True)
@@ -22,6 +24,7 @@ class LinkStatus:
     operstate: str | None = None  # RFC 2863 state as the kernel reports it, e.g. "UP"
     mtu: int | None = None
     index: int | None = None
+    can: dict[str, Any] | None = None  # kind "can" only: bitrate, fd, state, ...
 
     def to_json(self) -> str:
         """Compact JSON, the STATUS success message."""
@@ -46,6 +49,15 @@ class Backend(Protocol):
 
     def delete_link(self, name: str) -> None:
         """Delete a link (ENODEV if missing)."""
+
+    def set_mtu(self, name: str, mtu: int) -> None:
+        """Set the MTU (vcan: 16 or 72, only while down: EINVAL / EBUSY)."""
+
+    def set_can(self, name: str, settings: CanSettings) -> None:
+        """Apply CAN controller settings (EOPNOTSUPP on non-CAN links, EBUSY while up)."""
+
+    def restart_can(self, name: str) -> None:
+        """Restart a bus-off CAN controller (EBUSY if it is not bus-off)."""
 
     def status(self, name: str) -> LinkStatus:
         """Describe a link; ``exists=False`` if there is none."""

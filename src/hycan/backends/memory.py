@@ -5,8 +5,12 @@ from __future__ import annotations
 import errno
 import os
 from dataclasses import dataclass
+from typing import Any
 
+from hycan._canconfig import CanSettings
 from hycan.backends.base import LinkStatus
+
+CAN_MTU, CANFD_MTU = 16, 72
 
 # Default MTU of a new link by kind, as the kernel sets it (vcan defaults to CAN FD).
 _DEFAULT_MTU = {"vcan": 72, "veth": 1500, "bridge": 1500}
@@ -18,6 +22,19 @@ class _Link:
     kind: str | None
     mtu: int
     up: bool = False
+    can: dict[str, Any] | None = None
+
+
+def _default_can() -> dict[str, Any]:
+    return {
+        "bitrate": 0,
+        "sample_point": None,
+        "data_bitrate": 0,
+        "data_sample_point": None,
+        "fd": False,
+        "restart_ms": 0,
+        "state": "STOPPED",
+    }
 
 
 def _fail(code: int, name: str) -> OSError:
@@ -57,6 +74,54 @@ class MemoryBackend:
             raise _fail(errno.EOPNOTSUPP, name)
         del self._links[name]
 
+    def plug_can_adapter(self, name: str) -> None:
+        """Simulate hardware: a real CAN controller ``name`` appears (kind "can", down)."""
+        self._links[name] = _Link(self._next_index, "can", CAN_MTU, can=_default_can())
+        self._next_index += 1
+
+    def set_mtu(self, name: str, mtu: int) -> None:
+        """vcan takes 16 or 72 while down (EINVAL / EBUSY); others 68..65535."""
+        link = self._get(name)
+        if link.kind in ("vcan", "can"):
+            if link.up:
+                raise _fail(errno.EBUSY, name)
+            allowed = (CAN_MTU, CANFD_MTU) if link.kind == "vcan" else (link.mtu,)
+            if mtu not in allowed:
+                raise _fail(errno.EINVAL, name)
+        elif not 68 <= mtu <= 65535:
+            raise _fail(errno.EINVAL, name)
+        link.mtu = mtu
+
+    def set_can(self, name: str, settings: CanSettings) -> None:
+        """Only kind "can" has bit timing (EOPNOTSUPP); changes need the link down (EBUSY)."""
+        link = self._get(name)
+        if link.kind != "can" or link.can is None:
+            raise _fail(errno.EOPNOTSUPP, name)
+        if link.up and (settings.bitrate or settings.data_bitrate or settings.fd is not None):
+            raise _fail(errno.EBUSY, name)
+        for key, value in (
+            ("bitrate", settings.bitrate),
+            ("sample_point", settings.sample_point),
+            ("data_bitrate", settings.data_bitrate),
+            ("data_sample_point", settings.data_sample_point),
+            ("fd", settings.fd),
+            ("restart_ms", settings.restart_ms),
+        ):
+            if value is not None:
+                link.can[key] = value
+        link.mtu = CANFD_MTU if link.can["fd"] else CAN_MTU
+
+    def restart_can(self, name: str) -> None:
+        """EOPNOTSUPP on non-CAN links, EINVAL while down, EBUSY unless bus-off."""
+        link = self._get(name)
+        if link.kind != "can" or link.can is None:
+            raise _fail(errno.EOPNOTSUPP, name)
+        if not link.up:
+            raise _fail(errno.EINVAL, name)
+        if link.can["state"] != "BUS_OFF":
+            raise _fail(errno.EBUSY, name)
+        link.can["state"] = "ERROR_ACTIVE"
+
     def status(self, name: str) -> LinkStatus:
         """Describe a link."""
         link = self._links.get(name)
@@ -72,6 +137,7 @@ class MemoryBackend:
             operstate=carrier if link.up else "DOWN",
             mtu=link.mtu,
             index=link.index,
+            can=dict(link.can) if link.can is not None else None,
         )
 
     def close(self) -> None:

@@ -16,6 +16,13 @@ from hycan.backends.base import LinkStatus
 from hycan.daemon.peercred import PeerCredentials
 
 DEFAULT_GROUP = "hycan"
+_VERBS = {
+    Op.INTERFACE_UP: "bring up",
+    Op.INTERFACE_DOWN: "bring down",
+    Op.SET_MTU: "set the MTU of",
+    Op.SET_CAN: "set CAN bit timing of",
+    Op.CAN_RESTART: "restart",
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,7 +73,7 @@ class InterfacePolicy:
         return any(fnmatch.fnmatchcase(name, glob) for glob in self.allow_globs)
 
     def refusal(self, op: Op, status: LinkStatus) -> str | None:
-        """None if ``op`` (UP/DOWN) may act on the link described by ``status``, else why not.
+        """None if ``op`` (UP/DOWN/SET_*) may act on the link ``status`` describes, else why not.
 
         (DELETE of a non-vcan link is refused by the handler whatever the policy.)
         """
@@ -78,5 +85,4 @@ class InterfacePolicy:
             if self.allow_globs
             else "allowed: vcan links only; an admin can add --allow-iface GLOB"
         )
-        verb = "bring up" if op is Op.INTERFACE_UP else "bring down"
-        return f"refusing to {verb} {status.name}: {what} ({rule})"
+        return f"refusing to {_VERBS.get(op, op.name)} {status.name}: {what} ({rule})"
