@@ -35,3 +35,20 @@ def lint(session: nox.Session) -> None:
 def units(session: nox.Session) -> None:
     """systemd-analyze verify (must print nothing) and security (score <= 1.5)."""
     session.run("bash", "deploy/check_units.sh", external=True)
+
+
+@nox.session
+def vm(session: nox.Session) -> None:
+    """Real vcan and CAN frames: pytest tests/vm inside a qemu VM (Debian kernel), as root.
+
+    Two boots: one with the vcan module, one with `module_blacklist=vcan` (the error users
+    in containers meet). Each returns pytest's exit status.
+    """
+    session.install("-e", ".[test]")
+    python = f"{session.bin}/python"
+    runner = ["python", "tests/vm/run_vm.py", "--timeout", "1500", "--env", "HYCAN_IN_VM=1"]
+    pytest = [python, "-m", "pytest", "tests/vm", "-p", "no:cacheprovider", *session.posargs]
+    session.run(*runner, "--", *pytest)
+    session.run(
+        *runner, "--append", "module_blacklist=vcan", "--env", "HYCAN_VM_VCAN=0", "--", *pytest
+    )
