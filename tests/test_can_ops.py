@@ -61,7 +61,7 @@ async def test_bitrate_on_a_can_controller(daemon: InProcessDaemon) -> None:
 async def test_bitrate_on_a_vcan_is_not_supported(daemon: InProcessDaemon) -> None:
     async with AsyncDaemonClient(daemon.path) as client:
         await client.create("vcan0")
-        with pytest.raises(hycan.NotSupported, match="does not support CAN bit timing") as info:
+        with pytest.raises(hycan.NotSupported, match="does not support these CAN settings") as info:
             await client.set_bitrate("vcan0", 500000)
         assert info.value.code == ErrorCode.NOT_SUPPORTED
 
@@ -136,6 +136,42 @@ def test_cli_set_mtu_and_bitrate(daemon_process: DaemonProcess) -> None:
     assert status["mtu"] == 16
     refused = hycan_cli("set-bitrate", "vcan0", "500000", "--sample-point", "0.875")
     assert refused.returncode == 1
-    assert "does not support CAN bit timing" in refused.stderr
+    assert "does not support these CAN settings" in refused.stderr
     bad = hycan_cli("set-bitrate", "vcan0", "500000", "--sample-point", "87.5")
     assert bad.returncode == 1 and "fraction" in bad.stderr
+
+
+def test_can_messages_decode_with_pyroute2() -> None:
+    """The RTM_NEWLINK the netlink backend sends, read back by pyroute2's own decoder."""
+    from pyroute2.netlink.rtnl.ifinfmsg import ifinfmsg
+
+    from hycan.backends._canlink import can_restart_attrs, can_settings_attrs, can_status
+
+    def roundtrip(attrs: list[object]) -> object:
+        msg = ifinfmsg()
+        msg["index"] = 0
+        msg["attrs"] = [("IFLA_IFNAME", "can0"), *attrs]
+        msg.encode()
+        decoded = ifinfmsg(msg.data)
+        decoded.decode()
+        return decoded.get_attr("IFLA_LINKINFO")
+
+    settings = CanSettings(500000, 0.875, 2_000_000, 0.75, True, 100)
+    linkinfo = roundtrip(can_settings_attrs(settings))
+    assert linkinfo.get_attr("IFLA_INFO_KIND") == "can"  # type: ignore[attr-defined]
+    data = linkinfo.get_attr("IFLA_INFO_DATA")  # type: ignore[attr-defined]
+    assert data.get_attr("IFLA_CAN_BITTIMING")["sample_point"] == 875  # tenths of a percent
+    assert data.get_attr("IFLA_CAN_CTRLMODE")["fd"] == "on"
+    assert can_status(linkinfo) == {
+        "bitrate": 500000,
+        "sample_point": 0.875,
+        "data_bitrate": 2_000_000,
+        "data_sample_point": 0.75,
+        "fd": True,
+        "restart_ms": 100,
+        "state": None,
+    }
+    restart = roundtrip(can_restart_attrs()).get_attr("IFLA_INFO_DATA")  # type: ignore[attr-defined]
+    # The kernel's policy wants IFLA_CAN_RESTART as a u32, as `ip ... type can restart` sends.
+    assert restart.get_attr("IFLA_CAN_RESTART") == 1
+    assert restart.getvalue()["attrs"][0][0] == "IFLA_CAN_RESTART"

@@ -163,8 +163,8 @@ def kernel_error(op: Op, name: str, exc: OSError) -> HycanError:
         return NotSupported(VCAN_MISSING)
     if code == errno.EOPNOTSUPP and op in _CAN_OPS:
         return NotSupported(
-            f"not supported: {name} does not support CAN bit timing "
-            "(only real CAN controllers do; a vcan has none)"
+            f"not supported: {name} does not support these CAN settings (a vcan has no "
+            "bit timing at all; some controllers lack CAN FD or bus-off restart)"
         )
     if code == errno.EBUSY and op is Op.CAN_RESTART:
         return LinkBusy(f"{name} is not in bus-off state: there is nothing to restart")

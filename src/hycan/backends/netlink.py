@@ -37,6 +37,8 @@ from pyroute2.netlink import (
 from pyroute2.netlink.rtnl import RTM_DELLINK, RTM_GETLINK, RTM_NEWLINK
 from pyroute2.netlink.rtnl.ifinfmsg import IFF_UP, ifinfmsg, state_by_code
 
+from hycan._canconfig import CanSettings
+from hycan.backends._canlink import can_restart_attrs, can_settings_attrs, can_status
 from hycan.backends.base import LinkStatus
 
 _NLMSG_HEADER = struct.Struct("=IHHII")  # length, type, flags, sequence, port id
@@ -102,6 +104,11 @@ def parse_link(name: str, data: bytes) -> LinkStatus:
     mtu = None
     if (mtu_span := attrs.get(_IFLA_MTU)) is not None and mtu_span[1] - mtu_span[0] >= 4:
         (mtu,) = _U32.unpack_from(data, mtu_span[0])
+    can = None
+    if kind == "can":  # rare and rich: let pyroute2 decode the CAN attributes
+        msg = ifinfmsg(data[:end])
+        msg.decode()
+        can = can_status(msg.get_attr("IFLA_LINKINFO"))
     return LinkStatus(
         name,
         exists=True,
@@ -110,6 +117,7 @@ def parse_link(name: str, data: bytes) -> LinkStatus:
         operstate=operstate,
         mtu=mtu,
         index=index,
+        can=can,
     )
 
 
@@ -140,6 +148,18 @@ class NetlinkBackend:
         """RTM_DELLINK by name."""
         self._request(RTM_DELLINK, 0, name)
 
+    def set_mtu(self, name: str, mtu: int) -> None:
+        """RTM_NEWLINK with IFLA_MTU."""
+        self._request(RTM_NEWLINK, 0, name, attrs=[("IFLA_MTU", mtu)])
+
+    def set_can(self, name: str, settings: CanSettings) -> None:
+        """RTM_NEWLINK with kind "can" data, as ``ip link set NAME type can ...``."""
+        self._request(RTM_NEWLINK, 0, name, attrs=can_settings_attrs(settings))
+
+    def restart_can(self, name: str) -> None:
+        """RTM_NEWLINK with IFLA_CAN_RESTART, as ``ip link set NAME type can restart``."""
+        self._request(RTM_NEWLINK, 0, name, attrs=can_restart_attrs())
+
     def status(self, name: str) -> LinkStatus:
         """RTM_GETLINK by name (statistics skipped); ``exists=False`` on ENODEV."""
         try:
@@ -166,10 +186,12 @@ class NetlinkBackend:
         flags: int | None = None,
         change: int | None = None,
         ext_mask: int | None = None,
+        attrs: list[Any] | None = None,
     ) -> bytes:
-        """The request encoded by pyroute2 (sequence number 0), cached per distinct request."""
+        """The request encoded by pyroute2 (sequence number 0), cached per distinct request
+        (requests with extra ``attrs``, the rare CAN settings, are not cached)."""
         key = (msg_type, nl_flags, name, kind, flags, change, ext_mask)
-        encoded = self._encoded.get(key)
+        encoded = self._encoded.get(key) if attrs is None else None
         if encoded is not None:
             return encoded
         msg = ifinfmsg()
@@ -178,17 +200,19 @@ class NetlinkBackend:
             msg["flags"] = flags
         if change is not None:
             msg["change"] = change
-        attrs: list[Any] = [("IFLA_IFNAME", name)]
+        nlas: list[Any] = [("IFLA_IFNAME", name), *(attrs or [])]
         if kind is not None:
-            attrs.append(("IFLA_LINKINFO", {"attrs": [("IFLA_INFO_KIND", kind)]}))
+            nlas.append(("IFLA_LINKINFO", {"attrs": [("IFLA_INFO_KIND", kind)]}))
         if ext_mask is not None:
-            attrs.append(("IFLA_EXT_MASK", ext_mask))
-        msg["attrs"] = attrs
+            nlas.append(("IFLA_EXT_MASK", ext_mask))
+        msg["attrs"] = nlas
         msg["header"]["type"] = msg_type
         msg["header"]["flags"] = NLM_F_REQUEST | NLM_F_ACK | nl_flags
         msg["header"]["sequence_number"] = 0
         msg.encode()
         encoded = bytes(msg.data)
+        if attrs is not None:
+            return encoded
         if len(self._encoded) >= _MAX_CACHED:
             del self._encoded[next(iter(self._encoded))]  # the oldest entry
         self._encoded[key] = encoded
