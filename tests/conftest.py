@@ -142,3 +142,29 @@ def netns() -> Iterator[Netns]:
         yield ns
     finally:
         subprocess.run(["ip", "netns", "delete", name], check=False)
+
+
+@pytest.fixture
+def netns_daemon(netns: Netns, tmp_path: Path) -> Iterator[DaemonProcess]:
+    """The netlink daemon inside ``netns``, allowed to toggle the veth pair."""
+    proc = DaemonProcess(
+        str(tmp_path / "ns.sock"),
+        "--backend",
+        "netlink",
+        "--allow-iface",
+        "veth*",
+        prefix=("ip", "netns", "exec", netns.name),
+    ).start()
+    yield proc
+    proc.stop()
+
+
+@pytest.fixture
+def shared_dir() -> Iterator[Path]:
+    """A socket directory every throwaway user can reach (pytest's tmp_path is 0700)."""
+    path = Path(tempfile.mkdtemp(prefix="hycan-shared-", dir="/tmp"))
+    path.chmod(0o755)
+    yield path
+    for child in path.iterdir():
+        child.unlink()
+    path.rmdir()

@@ -5,7 +5,6 @@ from __future__ import annotations
 import subprocess
 import sys
 import textwrap
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -15,20 +14,6 @@ from hycan import DaemonClient, Netlink
 from tests.conftest import DaemonProcess, Netns
 
 pytestmark = pytest.mark.netns
-
-
-@pytest.fixture
-def netns_daemon(netns: Netns, tmp_path: Path) -> Iterator[DaemonProcess]:
-    proc = DaemonProcess(
-        str(tmp_path / "ns.sock"),
-        "--backend",
-        "netlink",
-        "--allow-iface",
-        "veth*",
-        prefix=("ip", "netns", "exec", netns.name),
-    ).start()
-    yield proc
-    proc.stop()
 
 
 def test_daemon_brings_veth_up_and_down(netns: Netns, netns_daemon: DaemonProcess) -> None:

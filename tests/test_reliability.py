@@ -280,25 +280,14 @@ def test_sigterm_during_load_never_answers_undone_work(tmp_path: Path) -> None:
 
 
 @pytest.mark.netns
-def test_link_deleted_between_requests(netns: Netns, tmp_path: Path) -> None:
-    proc = DaemonProcess(
-        str(tmp_path / "ns.sock"),
-        "--backend",
-        "netlink",
-        "--allow-iface",
-        "veth*",
-        prefix=("ip", "netns", "exec", netns.name),
-    ).start()
-    try:
-        with DaemonClient(proc.path) as client:
-            client.up("veth0")
-            netns.ip("link", "del", "veth0")  # takes veth1 with it
-            with pytest.raises(hycan.InterfaceNotFound):
-                client.down("veth0")
-            assert not client.status("veth1").exists
-            assert client.status("lo").exists  # and it keeps serving
-    finally:
-        proc.stop()
+def test_link_deleted_between_requests(netns: Netns, netns_daemon: DaemonProcess) -> None:
+    with DaemonClient(netns_daemon.path) as client:
+        client.up("veth0")
+        netns.ip("link", "del", "veth0")  # takes veth1 with it
+        with pytest.raises(hycan.InterfaceNotFound):
+            client.down("veth0")
+        assert not client.status("veth1").exists
+        assert client.status("lo").exists  # and it keeps serving
 
 
 def test_daemon_dies_mid_call_gives_unavailable(tmp_path: Path) -> None:

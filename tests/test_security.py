@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import socket
 import stat
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -23,17 +22,6 @@ pytestmark = pytest.mark.netns
 
 NET_ADMIN_ONLY = "0000000000001000"
 NOTHING = "0000000000000000"
-
-
-@pytest.fixture
-def shared_dir() -> Iterator[Path]:
-    """A socket directory every throwaway user can reach (pytest's tmp_path is 0700)."""
-    path = Path(tempfile.mkdtemp(prefix="hycan-sec-", dir="/tmp"))
-    path.chmod(0o755)
-    yield path
-    for child in path.iterdir():
-        child.unlink()
-    path.rmdir()
 
 
 def start_daemon(netns: Netns, shared_dir: Path, ids: Identities, *extra: str) -> DaemonProcess:

@@ -8,7 +8,6 @@ import socket
 import struct
 import subprocess
 import sys
-import tempfile
 import textwrap
 from collections.abc import Iterator
 from pathlib import Path
@@ -48,20 +47,10 @@ def is_up(name: str) -> bool:
 
 
 @pytest.fixture
-def socket_dir() -> Iterator[Path]:
-    path = Path(tempfile.mkdtemp(prefix="hycan-vm-", dir="/tmp"))
-    path.chmod(0o755)
-    yield path
-    for child in path.iterdir():
-        child.unlink()
-    path.rmdir()
-
-
-@pytest.fixture
-def vm_daemon(socket_dir: Path, identities: Identities) -> Iterator[DaemonProcess]:
+def vm_daemon(shared_dir: Path, identities: Identities) -> Iterator[DaemonProcess]:
     """The netlink daemon with the security policy, serving the throwaway group."""
     proc = DaemonProcess(
-        str(socket_dir / "hycan.sock"), "--backend", "netlink", "--group", identities.group
+        str(shared_dir / "hycan.sock"), "--backend", "netlink", "--group", identities.group
     ).start()
     yield proc
     proc.stop()
@@ -245,9 +234,9 @@ def slcan() -> Iterator[str]:
 
 
 @pytest.mark.vcan
-def test_bitrate_on_a_real_can_driver(slcan: str, socket_dir: Path, identities: Identities) -> None:
+def test_bitrate_on_a_real_can_driver(slcan: str, shared_dir: Path, identities: Identities) -> None:
     proc = DaemonProcess(
-        str(socket_dir / "hycan.sock"),
+        str(shared_dir / "hycan.sock"),
         "--backend",
         "netlink",
         "--group",
