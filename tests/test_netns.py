@@ -90,3 +90,26 @@ def test_no_fallback_when_disabled(netns: Netns) -> None:
         timeout=60,
     )
     assert result.stdout.strip() == "unavailable", result.stderr
+
+
+def test_broken_netlink_socket_is_reopened(netns: Netns) -> None:
+    script = textwrap.dedent(
+        """
+        from hycan.backends.netlink import NetlinkBackend
+        backend = NetlinkBackend()
+        backend._sock.close()  # the kernel side broke (or someone closed our fd)
+        try:
+            backend.status("lo")
+        except OSError as exc:
+            print("failed once:", exc.errno)
+        print("then:", backend.status("lo").exists)
+        """
+    )
+    result = subprocess.run(
+        ["ip", "netns", "exec", netns.name, sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == ["failed once: 9", "then: True"]
