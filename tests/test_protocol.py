@@ -105,9 +105,9 @@ def test_ping_needs_no_name() -> None:
 
 
 def test_payload_ops_are_delimited_by_their_length() -> None:
-    frame = bytes([0x41, 2]) + b"c0" + (3).to_bytes(2, "little") + b"xyz"
+    frame = bytes([0x4F, 2]) + b"c0" + (3).to_bytes(2, "little") + b"xyz"
     events = decode_all(RequestDecoder(), frame + encode_request(2, b"c0"))
-    assert isinstance(events[0], BadRequest) and "unknown op 65" in events[0].message
+    assert isinstance(events[0], BadRequest) and "unknown op 79" in events[0].message
     assert events[1] == Request(Op.INTERFACE_UP, b"c0")
 
 

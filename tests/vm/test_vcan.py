@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import struct
 import subprocess
@@ -276,3 +277,68 @@ def test_bitrate_on_a_real_can_driver(slcan: str, shared_dir: Path, identities: 
         assert "bitrate 500000" in details
     finally:
         proc.stop()
+
+
+APP_TESTS = """
+import os
+
+import can
+
+from hycan.can import open_bus
+
+
+def test_classic_and_fd_frames(vcan, hycan_client):
+    assert os.geteuid() != 0
+    assert hycan_client.status(vcan).mtu == 72
+    with open_bus(vcan, create=False, fd=True) as tx, open_bus(vcan, create=False, fd=True) as rx:
+        tx.send(can.Message(arbitration_id=0x12, data=b"\\x01\\x02\\x03", is_extended_id=False))
+        classic = rx.recv(timeout=5)
+        tx.send(can.Message(arbitration_id=0x1AB, data=bytes(range(64)), is_fd=True))
+        fd = rx.recv(timeout=5)
+    assert classic is not None and classic.data == b"\\x01\\x02\\x03" and not classic.is_fd
+    assert fd is not None and fd.is_fd and fd.data == bytes(range(64))
+    print("NAME", vcan)
+
+
+def test_failing_test_still_cleans_up(vcan):
+    print("NAME", vcan)
+    assert False, "intended"
+"""
+
+
+@pytest.mark.vcan
+def test_pytest_fixture_for_an_unprivileged_can_test_suite(
+    vm_daemon: DaemonProcess, identities: Identities, shared_dir: Path
+) -> None:
+    """A CAN application's own test suite, run by a non-root user, gets real vcans."""
+    os.chmod("/root", 0o711)  # VM overlay only: lets the member run this interpreter
+    (shared_dir / "test_app.py").write_text(APP_TESTS)
+    member = identities.member
+    env = {
+        "PATH": os.environ["PATH"],
+        "HOME": str(shared_dir),
+        "HYCAN_DAEMON_SOCKET": vm_daemon.path,
+        "PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1",
+        "PYTHONDONTWRITEBYTECODE": "1",
+    }
+    command = [
+        *("setpriv", f"--reuid={member.name}", f"--regid={member.gid}", "--init-groups"),
+        *(sys.executable, "-m", "pytest", "-p", "hycan.pytest_plugin", "-p", "no:cacheprovider"),
+        *("-s", "-q", f"--rootdir={shared_dir}", str(shared_dir / "test_app.py")),
+    ]
+    result = subprocess.run(
+        command,
+        cwd=shared_dir,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert "1 failed, 1 passed" in result.stdout, result.stdout + result.stderr
+    names = re.findall(r"NAME (\w+)", result.stdout)
+    assert len(set(names)) == 2  # a fresh vcan per test
+    for name in names:
+        assert link(name) is None  # deleted afterwards, the failing test's too
+    _, log = vm_daemon.stop()
+    for name in names:
+        assert f"uid={member.uid}" in log and f"op=DELETE name={name} result=ok" in log
