@@ -55,3 +55,10 @@ def vm(session: nox.Session) -> None:
     session.run(
         *runner, "--append", "module_blacklist=vcan", "--env", "HYCAN_VM_VCAN=0", "--", *pytest
     )
+
+
+@nox.session
+def bench(session: nox.Session) -> None:
+    """The side-by-side benchmark (root for the netlink part); `-- --quick` for a smoke run."""
+    session.install("-e", ".[test]")
+    session.run("python", "-m", "hycan.bench", *session.posargs)

@@ -6,22 +6,27 @@ answers synchronously inside ``send()``, so a request costs one send and one rec
 Links are addressed by name (``IFLA_IFNAME`` with index 0), so no name->index lookup is
 needed. No subprocess, no shell.
 
-Two things keep a request in the tens of microseconds (see docs/perf.md):
+What keeps a request in the tens of microseconds (see docs/perf.md):
 
 - Building an ``ifinfmsg`` costs ~90 µs, more than the kernel takes to act on it. Each
   distinct request (type, flags, name, attributes) is built once by pyroute2 and kept
   encoded; later sends copy it and patch only the sequence number.
 - Decoding a whole RTM_NEWLINK with ``ifinfmsg.decode()`` costs 200-700 µs (it decodes
-  every statistic and per-family block). STATUS asks the kernel to leave the statistics
-  out (``IFLA_EXT_MASK`` = ``RTEXT_FILTER_SKIP_STATS``) and reads only the attributes it
-  reports, walking the attribute list with ``struct``; attribute numbers and the operstate
-  names come from pyroute2's own tables.
+  every statistic and per-family block). STATUS asks the kernel to leave out the
+  statistics it can skip (``IFLA_EXT_MASK`` = ``RTEXT_FILTER_SKIP_STATS``) and reads only
+  the attributes it reports, walking the attribute list with ``struct``; attribute numbers
+  and the operstate names come from pyroute2's own tables (CAN links, rare and rich, are
+  still decoded by pyroute2).
+- Few system calls: the kernel answers inside ``send()``, so replies are read without
+  waiting (``MSG_DONTWAIT``) and ``poll()`` (bounded by the timeout) is only used when one
+  is not there yet; RTM_GETLINK asks for no separate ACK, the link message is the answer.
 """
 
 from __future__ import annotations
 
 import errno
 import os
+import select
 import socket
 import struct
 from typing import Any
@@ -45,7 +50,7 @@ _NLMSG_HEADER = struct.Struct("=IHHII")  # length, type, flags, sequence, port i
 _SEQ_OFFSET = 8  # of the sequence number inside the header
 _NLMSG_ERRNO = struct.Struct("=i")
 _IFINFOMSG = struct.Struct("=BxHiII")  # family, type, index, flags, change
-_NLA_HEADER = struct.Struct("=HH")  # length, type
+_NLA_HEADER = struct.Struct("=HH")  # length, type (4 bytes)
 _NLA_TYPE_MASK = 0x3FFF  # without NLA_F_NESTED / NLA_F_NET_BYTEORDER
 _U32 = struct.Struct("=I")
 _RECV_SIZE = 65536
@@ -65,16 +70,23 @@ _IFLA_MTU = _nla_type(ifinfmsg.nla_map, "IFLA_MTU")
 _IFLA_OPERSTATE = _nla_type(ifinfmsg.nla_map, "IFLA_OPERSTATE")
 _IFLA_LINKINFO = _nla_type(ifinfmsg.nla_map, "IFLA_LINKINFO")
 _IFLA_INFO_KIND = _nla_type(ifinfmsg.ifinfo.nla_map, "IFLA_INFO_KIND")
+_LINK_ATTRS = frozenset({_IFLA_MTU, _IFLA_OPERSTATE, _IFLA_LINKINFO})
+_LINKINFO_ATTRS = frozenset({_IFLA_INFO_KIND})
 
 
-def _attributes(data: bytes, offset: int, end: int) -> dict[int, tuple[int, int]]:
-    """Attribute type -> (payload start, payload end) for the first of each type."""
+def _attributes(
+    data: bytes, offset: int, end: int, wanted: frozenset[int]
+) -> dict[int, tuple[int, int]]:
+    """Attribute type -> (payload start, payload end), for the first of each wanted type."""
     found: dict[int, tuple[int, int]] = {}
-    while offset + _NLA_HEADER.size <= end:
-        length, nla_type = _NLA_HEADER.unpack_from(data, offset)
-        if length < _NLA_HEADER.size or offset + length > end:
+    unpack = _NLA_HEADER.unpack_from
+    while offset + 4 <= end and len(found) < len(wanted):
+        length, nla_type = unpack(data, offset)
+        if length < 4 or offset + length > end:
             break  # malformed: stop rather than read past the message
-        found.setdefault(nla_type & _NLA_TYPE_MASK, (offset + _NLA_HEADER.size, offset + length))
+        nla_type &= _NLA_TYPE_MASK
+        if nla_type in wanted and nla_type not in found:
+            found[nla_type] = (offset + 4, offset + length)
         offset += (length + 3) & ~3
     return found
 
@@ -92,10 +104,10 @@ def parse_link(name: str, data: bytes) -> LinkStatus:
     if end < base + _IFINFOMSG.size:
         raise OSError(errno.EPROTO, "truncated RTM_NEWLINK from the kernel")
     _family, _type, index, flags, _change = _IFINFOMSG.unpack_from(data, base)
-    attrs = _attributes(data, base + _IFINFOMSG.size, end)
+    attrs = _attributes(data, base + _IFINFOMSG.size, end, _LINK_ATTRS)
     kind = None
     if (linkinfo := attrs.get(_IFLA_LINKINFO)) is not None:
-        info = _attributes(data, linkinfo[0], linkinfo[1])
+        info = _attributes(data, linkinfo[0], linkinfo[1], _LINKINFO_ATTRS)
         if (kind_span := info.get(_IFLA_INFO_KIND)) is not None:
             kind = _string(data, kind_span)
     operstate = None
@@ -128,13 +140,16 @@ class NetlinkBackend:
         self._timeout = timeout
         self._seq = 0
         self._encoded: dict[tuple[Any, ...], bytes] = {}
-        self._sock = self._open()
+        self._sock, self._poll = self._open()
 
-    def _open(self) -> socket.socket:
+    def _open(self) -> tuple[socket.socket, select.poll]:
+        # Blocking (no socket timeout, which would poll() before every call): sends to the
+        # kernel never wait, and receives use MSG_DONTWAIT with a bounded poll() fallback.
         sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC, 0)
         sock.bind((0, 0))
-        sock.settimeout(self._timeout)
-        return sock
+        poller = select.poll()
+        poller.register(sock, select.POLLIN)
+        return sock, poller
 
     def add_link(self, name: str, kind: str) -> None:
         """RTM_NEWLINK with NLM_F_CREATE|NLM_F_EXCL and IFLA_LINKINFO kind."""
@@ -163,7 +178,7 @@ class NetlinkBackend:
     def status(self, name: str) -> LinkStatus:
         """RTM_GETLINK by name (statistics skipped); ``exists=False`` on ENODEV."""
         try:
-            reply = self._request(RTM_GETLINK, 0, name, ext_mask=RTEXT_FILTER_SKIP_STATS)
+            reply = self._request(RTM_GETLINK, 0, name, ext_mask=RTEXT_FILTER_SKIP_STATS, ack=False)
         except OSError as exc:
             if exc.errno == errno.ENODEV:
                 return LinkStatus(name, exists=False)
@@ -187,10 +202,11 @@ class NetlinkBackend:
         change: int | None = None,
         ext_mask: int | None = None,
         attrs: list[Any] | None = None,
+        ack: bool = True,
     ) -> bytes:
         """The request encoded by pyroute2 (sequence number 0), cached per distinct request
         (requests with extra ``attrs``, the rare CAN settings, are not cached)."""
-        key = (msg_type, nl_flags, name, kind, flags, change, ext_mask)
+        key = (msg_type, nl_flags, name, kind, flags, change, ext_mask, ack)
         encoded = self._encoded.get(key) if attrs is None else None
         if encoded is not None:
             return encoded
@@ -207,7 +223,7 @@ class NetlinkBackend:
             nlas.append(("IFLA_EXT_MASK", ext_mask))
         msg["attrs"] = nlas
         msg["header"]["type"] = msg_type
-        msg["header"]["flags"] = NLM_F_REQUEST | NLM_F_ACK | nl_flags
+        msg["header"]["flags"] = NLM_F_REQUEST | (NLM_F_ACK if ack else 0) | nl_flags
         msg["header"]["sequence_number"] = 0
         msg.encode()
         encoded = bytes(msg.data)
@@ -226,14 +242,14 @@ class NetlinkBackend:
         **fields: Any,
     ) -> bytes | None:
         """Send one request; return the RTM_NEWLINK reply (GET) or None (ACK); errors ->
-        OSError."""
+        OSError (TimeoutError when the kernel does not answer in time)."""
         frame = bytearray(self._build(msg_type, nl_flags, name, **fields))
         self._seq = self._seq % 0x7FFFFFFF + 1
         seq = self._seq
         _U32.pack_into(frame, _SEQ_OFFSET, seq)
         try:
             self._sock.send(frame)
-            code, reply = self._receive(seq)
+            code, reply = self._receive(seq, fields.get("ack", True))
         except OSError:
             # The socket itself failed (ENOBUFS, timeout, ...): use a fresh one next time.
             self._reopen()
@@ -242,11 +258,12 @@ class NetlinkBackend:
             raise OSError(code, os.strerror(code), name)
         return reply
 
-    def _receive(self, seq: int) -> tuple[int, bytes | None]:
-        """Read until the ACK/error for ``seq``; return (errno or 0, RTM_NEWLINK bytes or None)."""
+    def _receive(self, seq: int, ack: bool) -> tuple[int, bytes | None]:
+        """Read until the answer to ``seq``: its ACK/error, or (``ack=False``) the link
+        message itself. Return (errno or 0, RTM_NEWLINK bytes or None)."""
         reply = None
         while True:
-            data = self._sock.recv(_RECV_SIZE)
+            data = self._recv()
             offset = 0
             while offset + _NLMSG_HEADER.size <= len(data):
                 length, msg_type, _flags, msg_seq, _port = _NLMSG_HEADER.unpack_from(data, offset)
@@ -260,10 +277,22 @@ class NetlinkBackend:
                         return 0, reply
                     if msg_type == RTM_NEWLINK:
                         reply = data[offset : offset + length]
+                        if not ack:
+                            return 0, reply
                 offset += (length + 3) & ~3
+
+    def _recv(self) -> bytes:
+        """One datagram: at once if it is there (the usual case), else within the timeout."""
+        try:
+            return self._sock.recv(_RECV_SIZE, socket.MSG_DONTWAIT)
+        except BlockingIOError:
+            pass
+        if not self._poll.poll(self._timeout * 1000):
+            raise TimeoutError("timed out")
+        return self._sock.recv(_RECV_SIZE, socket.MSG_DONTWAIT)
 
     def _reopen(self) -> None:
         try:
             self._sock.close()
         finally:
-            self._sock = self._open()
+            self._sock, self._poll = self._open()

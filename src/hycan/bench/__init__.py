@@ -1,0 +1,17 @@
+"""``python -m hycan.bench``: hycan's performance, side by side with baselines in one run.
+
+Five parts (see docs/perf.md for how to read the table):
+
+1. ``cheap_op`` -- round trip of a cheap op (PING, STATUS, UP on a missing link) through
+   the daemon over one persistent connection vs a minimal stdlib thread-per-connection Unix
+   echo server answering the same frame sizes, measured by the same client loop, pinned
+   with ``taskset`` and unpinned.
+2. ``throughput`` -- 64 concurrent clients in several processes vs the same echo server.
+3. ``netlink`` -- as root, in a throwaway netns with a veth pair: up/down through the daemon
+   vs in-process pyroute2 ``IPRoute`` (reused) vs spawning ``ip link set``.
+4. ``startup`` -- ``import hycan`` and a one-shot ``hycan up`` vs ``python -c pass``.
+5. ``clients`` -- the trio client vs the sync client on PING.
+
+Goals are ratios against a baseline measured in the same run; tests never assert speed.
+Nothing here is imported by ``import hycan``.
+"""
