@@ -193,6 +193,9 @@ def main(argv: list[str] | None = None) -> int:
         stream=sys.stderr,
         format="%(asctime)s hycan-daemon[%(process)d] %(levelname)s %(message)s",
     )
+    # Skip LogRecord work our format never prints (logging HOWTO, "Optimization").
+    logging.logThreads = False
+    logging.logMultiprocessing = False
     access = AccessPolicy.build(allow_uids=args.allow_uid, group=args.group or None)
     if args.group and not access.gids:
         log.warning("group %r does not exist: only root and listed uids are admitted", args.group)

@@ -1,8 +1,13 @@
 """The trio server: one nursery task per client, bytes through the sans-IO decoder.
 
 A client task reads whatever has arrived, turns every complete frame into a response, and
-writes all of them back in one ``send_all`` (so pipelined requests cost one read and one
-write). Handlers are synchronous and answer in microseconds; no client waits on another.
+writes all of them back in one send (so pipelined requests cost one read and one write).
+Handlers are synchronous and answer in microseconds; no client waits on another.
+
+The hot path is kept short (see docs/perf.md): stdlib sockets in non-blocking mode driven
+by ``trio.lowlevel.wait_readable/wait_writable``, one cancel scope per connection whose
+deadline (the idle timeout) moves at most once a second, and audit lines written after
+the replies, in one write per batch.
 
 Limits (:class:`Limits`) bound what one client can cost: concurrent clients, idle time,
 buffered bytes. :meth:`Server.shutdown` stops accepting, drops idle clients at once, and
@@ -11,7 +16,9 @@ gives clients in the middle of a request ``grace`` seconds to receive their answ
 
 from __future__ import annotations
 
+import errno
 import logging
+import math
 import socket
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -27,12 +34,17 @@ from hycan._protocol import (
     Response,
     failure,
 )
+from hycan.daemon.audit import AuditLog
 from hycan.daemon.peercred import PeerCredentials, peer_credentials
 from hycan.daemon.policy import AccessPolicy
 from hycan.errors import ErrorCode
 
 log = logging.getLogger("hycan.daemon")
-audit = logging.getLogger("hycan.audit")
+
+# accept() failures that mean "out of resources for now", not "the listener is broken"
+# (as in trio's serve_listeners): wait and retry instead of dying.
+_ACCEPT_CAPACITY_ERRORS = {errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS}
+_DEADLINE_STEP = 1.0  # move a connection's idle deadline at most this often (seconds)
 
 Authorizer = Callable[[PeerCredentials], str | None]
 """Returns None to admit a peer, or the reason it is refused."""
@@ -48,6 +60,16 @@ class Limits:
     grace: float = 2.0  # seconds in-flight requests get at shutdown
 
 
+class _Connection:
+    """One client's cancel scope and whether it is waiting for a request (idle)."""
+
+    __slots__ = ("idle", "scope")
+
+    def __init__(self, scope: trio.CancelScope) -> None:
+        self.scope = scope
+        self.idle = False
+
+
 class Server:
     """Serves the protocol on a listening socket with a :class:`Handler`.
 
@@ -55,13 +77,18 @@ class Server:
     """
 
     def __init__(
-        self, handler: Handler, authorize: Authorizer | None = None, limits: Limits | None = None
+        self,
+        handler: Handler,
+        authorize: Authorizer | None = None,
+        limits: Limits | None = None,
+        audit: AuditLog | None = None,
     ) -> None:
         self.handler = handler
         self.authorize = authorize or AccessPolicy.build(group=None).authorize
         self.limits = limits or Limits()
+        self.audit = audit or AuditLog()
         self.clients = 0
-        self._idle: set[trio.CancelScope] = set()
+        self._connections: set[_Connection] = set()
         self._accepting = trio.CancelScope()
         self._stopping = False
         self._busy_logged = False
@@ -70,120 +97,115 @@ class Server:
         self,
         sock: socket.socket,
         *,
-        task_status: trio.TaskStatus[list[trio.SocketListener]] = trio.TASK_STATUS_IGNORED,
+        task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
     ) -> None:
         """Accept clients until :meth:`shutdown`; ``started()`` once accepting.
 
         Returns when every client task has finished (bounded by ``limits.grace``).
         """
-        listener = trio.SocketListener(trio.socket.from_stdlib_socket(sock))
+        sock.setblocking(False)
         async with trio.open_nursery() as clients:
             with self._accepting:
-                await trio.serve_listeners(
-                    self._serve_client, [listener], handler_nursery=clients, task_status=task_status
-                )
+                task_status.started()
+                while True:
+                    await trio.lowlevel.wait_readable(sock)
+                    try:
+                        conn, _ = sock.accept()
+                    except BlockingIOError:
+                        continue
+                    except OSError as exc:
+                        if exc.errno not in _ACCEPT_CAPACITY_ERRORS:
+                            raise
+                        log.warning("accept failed (%s): retrying in 0.1 s", exc.strerror)
+                        await trio.sleep(0.1)
+                        continue
+                    conn.setblocking(False)
+                    clients.start_soon(self._serve_client, conn)
             clients.cancel_scope.deadline = trio.current_time() + self.limits.grace
 
     def shutdown(self) -> None:
         """Stop accepting and drop idle clients; busy ones get ``limits.grace`` to finish."""
         self._stopping = True
         self._accepting.cancel()
-        for scope in self._idle:
-            scope.cancel()
+        for connection in self._connections:
+            if connection.idle:
+                connection.scope.cancel()
 
-    async def _serve_client(self, stream: trio.SocketStream) -> None:
+    async def _serve_client(self, conn: socket.socket) -> None:
         self.clients += 1
         try:
-            async with stream:
-                await self._admit_and_converse(stream)
-        except (trio.BrokenResourceError, trio.ClosedResourceError):
-            pass  # the client went away; nothing to clean up beyond the stream
+            with conn:
+                await self._admit_and_converse(conn)
+        except OSError:
+            pass  # the client went away (reset, broken pipe); closing is all there is to do
         finally:
             self.clients -= 1
+            self.audit.flush()
 
-    async def _admit_and_converse(self, stream: trio.SocketStream) -> None:
-        try:
-            peer = peer_credentials(stream.socket)
-        except OSError:
-            return  # the client is already gone
+    async def _admit_and_converse(self, conn: socket.socket) -> None:
+        peer = peer_credentials(conn)
         if self.clients > self.limits.max_clients:
             if not self._busy_logged:
                 log.warning("client limit (%d) reached: refusing new clients", self.clients - 1)
                 self._busy_logged = True
             message = f"hycan-daemon is busy: {self.limits.max_clients} clients connected"
-            await self._send(stream, failure(ErrorCode.BUSY, message).encode())
+            with trio.move_on_after(self.limits.idle_timeout):
+                await _send_all(conn, failure(ErrorCode.BUSY, message).encode())
             return
         self._busy_logged = False
         refusal = self.authorize(peer)
         if refusal is not None:
-            audit.warning(
-                "uid=%d gid=%d pid=%d op=CONNECT result=refused: %s",
-                peer.uid,
-                peer.gid,
-                peer.pid,
-                refusal,
-            )
-            await self._send(stream, failure(ErrorCode.PERMISSION_DENIED, refusal).encode())
-            await _linger(stream)
+            self.audit.refusal(peer, refusal)
+            with trio.move_on_after(self.limits.idle_timeout):
+                await _send_all(conn, failure(ErrorCode.PERMISSION_DENIED, refusal).encode())
+                await _linger(conn)
             return
-        await self._converse(stream, peer)
+        await self._converse(conn, peer)
 
-    async def _converse(self, stream: trio.SocketStream, peer: PeerCredentials) -> None:
+    async def _converse(self, conn: socket.socket, peer: PeerCredentials) -> None:
         decoder = RequestDecoder(self.limits.max_buffer)
-        while not self._stopping:
-            data = await self._receive(stream, decoder)
-            if not data:
-                return
-            decoder.receive_data(data)
-            replies = []
-            while isinstance(event := decoder.next_event(), Request | BadRequest):
-                replies.append(self._answer(event, peer).encode())
-            if replies:
-                await self._send(stream, b"".join(replies))
-
-    async def _receive(self, stream: trio.SocketStream, decoder: RequestDecoder) -> bytes:
-        """The next bytes, or b"" when the client left, idled out, or we are stopping."""
+        idle_timeout = self.limits.idle_timeout
         with trio.CancelScope() as scope:
-            self._idle.add(scope)
+            connection = _Connection(scope)
+            self._connections.add(connection)
+            moved = -math.inf
             try:
-                with trio.move_on_after(self.limits.idle_timeout) as idle:
-                    return await stream.receive_some(decoder.max_buffer - decoder.buffered)
+                while not self._stopping:
+                    now = trio.current_time()
+                    if now - moved >= _DEADLINE_STEP:
+                        # At least idle_timeout of silence (or of not reading) ends it.
+                        scope.deadline = now + idle_timeout + _DEADLINE_STEP
+                        moved = now
+                    connection.idle = True
+                    try:
+                        data = await _recv(conn, decoder.max_buffer - decoder.buffered)
+                    finally:
+                        connection.idle = False
+                    if not data:
+                        return
+                    decoder.receive_data(data)
+                    replies = []
+                    while isinstance(event := decoder.next_event(), Request | BadRequest):
+                        replies.append(self._answer(event, peer).encode())
+                    if replies:
+                        await _send_all(conn, b"".join(replies))
+                    self.audit.flush()
             finally:
-                self._idle.discard(scope)
-        if idle.cancelled_caught:
-            log.info("closing a connection idle for %gs", self.limits.idle_timeout)
-        return b""
-
-    async def _send(self, stream: trio.SocketStream, data: bytes) -> None:
-        """Send, but never wait on a client that does not read for longer than the idle
-        timeout; at shutdown the grace deadline of the client nursery bounds it too."""
-        with trio.move_on_after(self.limits.idle_timeout) as stalled:
-            await stream.send_all(data)
-        if stalled.cancelled_caught:
-            log.info("dropping a client that does not read its replies")
-            raise trio.BrokenResourceError
+                self._connections.discard(connection)
+        if scope.cancelled_caught and not self._stopping:
+            log.info("closing a connection idle (or not reading its replies) for %gs", idle_timeout)
 
     def _answer(self, event: Request | BadRequest, peer: PeerCredentials) -> Response:
         if isinstance(event, BadRequest):
-            audit.info(
-                "uid=%d gid=%d pid=%d op=? result=error %d: %s",
-                peer.uid,
-                peer.gid,
-                peer.pid,
-                event.code,
-                event.message,
-            )
+            self.audit.request(peer, "?", "?", f"error {event.code}: {event.message}")
             return failure(event.code, event.message)
         try:
             response = self.handler.handle(event)
         except Exception:
             log.exception("internal error handling %s", event)
             response = failure(ErrorCode.INTERNAL, "internal error in hycan-daemon (see its log)")
-        audit.info(
-            "uid=%d gid=%d pid=%d op=%s name=%s result=%s",
-            peer.uid,
-            peer.gid,
-            peer.pid,
+        self.audit.request(
+            peer,
             event.op.name,
             event.name.decode("utf-8", "backslashreplace"),
             "ok" if response.success else f"error {response.code}: {response.message}",
@@ -191,9 +213,31 @@ class Server:
         return response
 
 
-async def _linger(stream: trio.SocketStream, seconds: float = 1.0) -> None:
+async def _recv(conn: socket.socket, size: int) -> bytes:
+    """The next bytes from a non-blocking socket (b"" at EOF)."""
+    while True:
+        await trio.lowlevel.wait_readable(conn)
+        try:
+            return conn.recv(size)
+        except BlockingIOError:
+            continue
+
+
+async def _send_all(conn: socket.socket, data: bytes) -> None:
+    """Send everything, waiting while the client's receive buffer is full."""
+    view = memoryview(data)
+    while view:
+        try:
+            sent = conn.send(view)
+        except BlockingIOError:
+            await trio.lowlevel.wait_writable(conn)
+            continue
+        view = view[sent:]
+
+
+async def _linger(conn: socket.socket, seconds: float = 1.0) -> None:
     """Half-close and drain briefly, so a refused client reads our answer instead of a reset."""
-    await stream.send_eof()
+    conn.shutdown(socket.SHUT_WR)
     with trio.move_on_after(seconds):
-        while await stream.receive_some(4096):
+        while await _recv(conn, 4096):
             pass

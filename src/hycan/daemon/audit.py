@@ -1,0 +1,63 @@
+"""The audit trail: one line per request (and per refused connection), on stderr.
+
+Lines look like the daemon's other log lines (``TIME hycan-daemon[PID] LEVEL ...``) but are
+written without a ``logging.LogRecord`` each: a connection's lines are formatted together
+and written in one call, after its replies went out, off the client's critical path.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import time
+from typing import TextIO
+
+from hycan.daemon.peercred import PeerCredentials
+
+audit_logger = logging.getLogger("hycan.audit")
+"""Its level decides whether audit lines are written (INFO: yes; WARNING: refusals only)."""
+
+
+class AuditLog:
+    """Collects audit lines and writes them in batches."""
+
+    def __init__(self, stream: TextIO | None = None) -> None:
+        self._stream = stream
+        self._pid = os.getpid()
+        self._lines: list[str] = []
+
+    @property
+    def stream(self) -> TextIO:
+        """Where lines go (stderr unless given; looked up late so tests can capture it)."""
+        return self._stream or sys.stderr
+
+    def request(self, peer: PeerCredentials, op: str, name: str, result: str) -> None:
+        """Record one answered request (written at the next :meth:`flush`)."""
+        if audit_logger.isEnabledFor(logging.INFO):
+            self._lines.append(
+                f"INFO uid={peer.uid} gid={peer.gid} pid={peer.pid} op={op} name={name} "
+                f"result={result}"
+            )
+
+    def refusal(self, peer: PeerCredentials, reason: str) -> None:
+        """Record a refused connection and write it at once."""
+        if audit_logger.isEnabledFor(logging.WARNING):
+            self._lines.append(
+                f"WARNING uid={peer.uid} gid={peer.gid} pid={peer.pid} op=CONNECT "
+                f"result=refused: {reason}"
+            )
+            self.flush()
+
+    def flush(self) -> None:
+        """Write the collected lines in one call."""
+        if not self._lines:
+            return
+        now = time.time()
+        stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(now))
+        prefix = f"{stamp},{int(now % 1 * 1000):03d} hycan-daemon[{self._pid}] "
+        text = "".join(f"{prefix}{line}\n" for line in self._lines)
+        self._lines.clear()
+        stream = self.stream
+        stream.write(text)
+        stream.flush()
