@@ -8,7 +8,7 @@ import pytest
 
 from hycan._handler import Handler
 from hycan._protocol import Op, Request
-from hycan.backends.base import LinkStatus
+from hycan._status import LinkStatus
 from hycan.backends.memory import MemoryBackend
 from hycan.daemon.peercred import PeerCredentials
 from hycan.daemon.policy import AccessPolicy, InterfacePolicy

@@ -19,8 +19,8 @@ from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
+from hycan._status import LinkStatus
 from hycan._sync.client import DaemonClient, Netlink
-from hycan.backends.base import LinkStatus
 from hycan.errors import (
     AlreadyExists,
     DaemonBusy,

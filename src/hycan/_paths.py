@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from typing import NamedTuple
 
 SYSTEM_SOCKET = "/var/run/hycan_daemon.sock"
 """The system service's socket (``/var/run`` is ``/run`` on Debian)."""
@@ -12,8 +12,7 @@ MANUAL_SOCKET = "/tmp/hycan_daemon.sock"
 ENV_SOCKET = "HYCAN_DAEMON_SOCKET"
 
 
-@dataclass(frozen=True, slots=True)
-class SocketChoice:
+class SocketChoice(NamedTuple):
     """The path a client will use and whether somebody named it explicitly."""
 
     path: str

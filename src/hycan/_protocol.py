@@ -21,8 +21,7 @@ from __future__ import annotations
 
 import enum
 import struct
-from dataclasses import dataclass
-from typing import Final
+from typing import Final, NamedTuple
 
 from hycan._names import name_problem
 from hycan.errors import ErrorCode, ProtocolError
@@ -66,8 +65,7 @@ NEED_DATA: Final = _NeedData()
 """Sentinel returned by ``next_event()`` when a full frame has not arrived yet."""
 
 
-@dataclass(frozen=True, slots=True)
-class Request:
+class Request(NamedTuple):
     """A well-formed request for a known op, with a valid name where the op needs one."""
 
     op: Op
@@ -80,16 +78,14 @@ class Request:
         return self.name.decode("utf-8")
 
 
-@dataclass(frozen=True, slots=True)
-class BadRequest:
+class BadRequest(NamedTuple):
     """A complete frame the daemon must answer with an error instead of acting on it."""
 
     code: ErrorCode
     message: str
 
 
-@dataclass(frozen=True, slots=True)
-class Response:
+class Response(NamedTuple):
     """One response frame. ``code`` is 0 on success."""
 
     success: bool

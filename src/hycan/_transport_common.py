@@ -7,11 +7,13 @@ import os
 import pwd
 import socket
 import struct
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
-from hycan._handler import Handler
 from hycan._protocol import BadRequest, Request, RequestDecoder, Response, failure
 from hycan.errors import DaemonUnavailable, PermissionDenied
+
+if TYPE_CHECKING:
+    from hycan._handler import Handler
 
 NO_FALLBACK_ENV = "HYCAN_NO_FALLBACK"
 DAEMON_UID_ENV = "HYCAN_DAEMON_UID"
@@ -82,6 +84,7 @@ def fallback_wanted(explicit_path: bool, fallback: bool | None) -> bool:
 def local_handler() -> Handler | None:
     """A netlink handler for this process, if it holds CAP_NET_ADMIN; else None."""
     from hycan._caps import has_cap_net_admin
+    from hycan._handler import Handler
 
     if not has_cap_net_admin():
         return None

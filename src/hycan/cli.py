@@ -11,8 +11,8 @@ import json
 import sys
 from typing import Any
 
+from hycan._status import LinkStatus
 from hycan._sync.client import DaemonClient
-from hycan.backends.base import LinkStatus
 from hycan.errors import DaemonUnavailable, HycanError, Timeout
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_UNAVAILABLE = 0, 1, 2, 3

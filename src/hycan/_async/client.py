@@ -14,12 +14,11 @@ from types import TracebackType
 from typing import Any, Self
 
 from hycan._async.transport import AsyncLocalTransport, AsyncSocketTransport
-from hycan._canconfig import CanSettings
 from hycan._names import encode_name
 from hycan._paths import client_socket
 from hycan._protocol import Op, Response, encode_request
+from hycan._status import LinkStatus
 from hycan._transport_common import ConnectionLost, fallback_wanted, local_handler
-from hycan.backends.base import LinkStatus
 from hycan.errors import DaemonUnavailable, error_for_code
 
 DEFAULT_TIMEOUT = 5.0
@@ -116,6 +115,8 @@ class AsyncDaemonClient:
     ) -> str:
         """Configure a real CAN controller (bit timing, CAN FD, auto-restart); the link
         must be down for timing changes. Arguments left as None stay unchanged."""
+        from hycan._canconfig import CanSettings  # validation; kept off `import hycan`
+
         settings = CanSettings(
             bitrate, sample_point, data_bitrate, data_sample_point, fd, restart_ms
         )

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+from typing import TYPE_CHECKING
 
 import trio
 
-from hycan._handler import Handler
 from hycan._protocol import Response, ResponseDecoder
 from hycan._transport_common import (
     RECV_SIZE,
@@ -16,6 +16,9 @@ from hycan._transport_common import (
     unavailable,
 )
 from hycan.errors import Timeout
+
+if TYPE_CHECKING:
+    from hycan._handler import Handler
 
 
 class AsyncSocketTransport:

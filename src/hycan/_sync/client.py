@@ -15,12 +15,11 @@ from types import TracebackType
 from typing import Any, Self
 
 from hycan._sync.transport import LocalTransport, SocketTransport
-from hycan._canconfig import CanSettings
 from hycan._names import encode_name
 from hycan._paths import client_socket
 from hycan._protocol import Op, Response, encode_request
+from hycan._status import LinkStatus
 from hycan._transport_common import ConnectionLost, fallback_wanted, local_handler
-from hycan.backends.base import LinkStatus
 from hycan.errors import DaemonUnavailable, error_for_code
 
 DEFAULT_TIMEOUT = 5.0
@@ -117,6 +116,8 @@ class DaemonClient:
     ) -> str:
         """Configure a real CAN controller (bit timing, CAN FD, auto-restart); the link
         must be down for timing changes. Arguments left as None stay unchanged."""
+        from hycan._canconfig import CanSettings  # validation; kept off `import hycan`
+
         settings = CanSettings(
             bitrate, sample_point, data_bitrate, data_sample_point, fd, restart_ms
         )

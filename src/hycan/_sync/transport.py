@@ -5,8 +5,8 @@ from __future__ import annotations
 import contextlib
 import socket
 import threading
+from typing import TYPE_CHECKING
 
-from hycan._handler import Handler
 from hycan._protocol import Response, ResponseDecoder
 from hycan._transport_common import (
     RECV_SIZE,
@@ -16,6 +16,9 @@ from hycan._transport_common import (
     unavailable,
 )
 from hycan.errors import Timeout
+
+if TYPE_CHECKING:
+    from hycan._handler import Handler
 
 
 class SocketTransport:

@@ -6,36 +6,14 @@ Backends behave like the kernel and know nothing about the protocol: the request
 
 from __future__ import annotations
 
-import json
-from dataclasses import asdict, dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Protocol
 
-from hycan._canconfig import CanSettings
+from hycan._status import LinkStatus
 
+__all__ = ["Backend", "LinkStatus"]
 
-@dataclass(frozen=True, slots=True)
-class LinkStatus:
-    """What STATUS reports about one link."""
-
-    name: str
-    exists: bool
-    kind: str | None = None  # IFLA_INFO_KIND, e.g. "vcan", "veth"; None for plain devices
-    up: bool | None = None  # administrative state (IFF_UP)
-    operstate: str | None = None  # RFC 2863 state as the kernel reports it, e.g. "UP"
-    mtu: int | None = None
-    index: int | None = None
-    can: dict[str, Any] | None = None  # kind "can" only: bitrate, fd, state, ...
-
-    def to_json(self) -> str:
-        """Compact JSON, the STATUS success message."""
-        return json.dumps(asdict(self), separators=(",", ":"))
-
-    @classmethod
-    def from_json(cls, text: str) -> LinkStatus:
-        """Parse a STATUS message (unknown keys from newer daemons are ignored)."""
-        data = json.loads(text)
-        fields = cls.__dataclass_fields__
-        return cls(**{key: value for key, value in data.items() if key in fields})
+if TYPE_CHECKING:
+    from hycan._canconfig import CanSettings
 
 
 class Backend(Protocol):

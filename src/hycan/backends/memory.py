@@ -136,7 +136,7 @@ class MemoryBackend:
             up=link.up,
             operstate=carrier if link.up else "DOWN",
             mtu=link.mtu,
-            index=link.index,
+            ifindex=link.index,
             can=dict(link.can) if link.can is not None else None,
         )
 

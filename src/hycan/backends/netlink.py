@@ -128,7 +128,7 @@ def parse_link(name: str, data: bytes) -> LinkStatus:
         up=bool(flags & IFF_UP),
         operstate=operstate,
         mtu=mtu,
-        index=index,
+        ifindex=index,
         can=can,
     )
 

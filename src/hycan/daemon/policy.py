@@ -12,7 +12,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from hycan._protocol import Op
-from hycan.backends.base import LinkStatus
+from hycan._status import LinkStatus
 from hycan.daemon.peercred import PeerCredentials
 
 DEFAULT_GROUP = "hycan"
