@@ -68,6 +68,9 @@ class Handler:
         self.backend = backend
         self.backend_name = backend_name
         self.policy = policy
+        self._ping = json.dumps(
+            {"protocol": PROTOCOL_VERSION, "version": __version__, "backend": backend_name}
+        )
 
     def handle(self, request: Request) -> Response:
         """Perform ``request`` and return its response (errors become failure responses)."""
@@ -82,9 +85,7 @@ class Handler:
     def _perform(self, request: Request) -> str:
         op, backend = request.op, self.backend
         if op is Op.PING:
-            return json.dumps(
-                {"protocol": PROTOCOL_VERSION, "version": __version__, "backend": self.backend_name}
-            )
+            return self._ping
         name = request.ifname
         if op is Op.CREATE_VCAN:
             return self._create_vcan(name)
