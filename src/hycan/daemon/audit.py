@@ -26,6 +26,8 @@ class AuditLog:
         self._stream = stream
         self._pid = os.getpid()
         self._lines: list[str] = []
+        self._second = -1
+        self._stamp = ""
 
     @property
     def stream(self) -> TextIO:
@@ -54,10 +56,19 @@ class AuditLog:
         if not self._lines:
             return
         now = time.time()
-        stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(now))
-        prefix = f"{stamp},{int(now % 1 * 1000):03d} hycan-daemon[{self._pid}] "
+        if int(now) != self._second:  # strftime once a second, not once a request
+            self._second = int(now)
+            self._stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(self._second))
+        prefix = f"{self._stamp},{int(now % 1 * 1000):03d} hycan-daemon[{self._pid}] "
         text = "".join(f"{prefix}{line}\n" for line in self._lines)
         self._lines.clear()
         stream = self.stream
-        stream.write(text)
-        stream.flush()
+        stream.flush()  # keep order with anything logging wrote before
+        try:
+            fd = stream.fileno()
+        except (AttributeError, OSError, ValueError):  # not a real file (e.g. StringIO)
+            stream.write(text)
+            return
+        data = text.encode("utf-8", "backslashreplace")
+        while data:  # one write() in practice; loop for the rare partial write
+            data = data[os.write(fd, data) :]
