@@ -108,7 +108,7 @@ class Handler:
             backend.restart_can(name)
             return f"{name} restarted"
         if op is Op.DELETE:
-            self._require_vcan(name, "delete")
+            self._require_vcan(name)
             backend.delete_link(name)
             return f"{name} deleted"
         assert op is Op.STATUS
@@ -127,22 +127,23 @@ class Handler:
             ) from None
         return f"{name} created"
 
-    def _apply_policy(self, op: Op, name: str) -> None:
-        assert self.policy is not None
+    def _existing(self, name: str) -> LinkStatus:
         status = self.backend.status(name)
         if not status.exists:
             raise InterfaceNotFound(f"interface {name} not found")
-        refusal = self.policy(op, status)
+        return status
+
+    def _apply_policy(self, op: Op, name: str) -> None:
+        assert self.policy is not None
+        refusal = self.policy(op, self._existing(name))
         if refusal is not None:
             raise PermissionDenied(refusal)
 
-    def _require_vcan(self, name: str, verb: str) -> None:
-        status = self.backend.status(name)
-        if not status.exists:
-            raise InterfaceNotFound(f"interface {name} not found")
-        if status.kind != "vcan":
+    def _require_vcan(self, name: str) -> None:
+        kind = self._existing(name).kind
+        if kind != "vcan":
             raise PermissionDenied(
-                f"refusing to {verb} {name}: it is a {status.kind or 'non-virtual'} link "
+                f"refusing to delete {name}: it is a {kind or 'non-virtual'} link "
                 "and hycan only deletes vcan links"
             )
 

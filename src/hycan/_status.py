@@ -18,11 +18,15 @@ class LinkStatus(NamedTuple):
     ifindex: int | None = None
     can: dict[str, Any] | None = None  # kind "can" only: bitrate, fd, state, ...
 
-    def to_json(self) -> str:
-        """Compact JSON, the STATUS success message."""
+    def to_dict(self) -> dict[str, Any]:
+        """The fields under their wire names (as in the STATUS JSON)."""
         data = self._asdict()
         data["index"] = data.pop("ifindex")
-        return json.dumps(data, separators=(",", ":"))
+        return data
+
+    def to_json(self) -> str:
+        """Compact JSON, the STATUS success message."""
+        return json.dumps(self.to_dict(), separators=(",", ":"))
 
     @classmethod
     def from_json(cls, text: str) -> LinkStatus:

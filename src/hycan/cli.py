@@ -103,7 +103,7 @@ def run(args: argparse.Namespace) -> tuple[int, dict[str, Any], str]:
                 )
             elif args.command == "status":
                 status = client.status(args.name)
-                result.update(ok=True, **_as_dict(status))
+                result.update(ok=True, **status.to_dict())
                 text = describe(status)
             else:
                 text = _call(client, args)
@@ -116,11 +116,6 @@ def run(args: argparse.Namespace) -> tuple[int, dict[str, Any], str]:
         result.update(ok=False, code=code, error=type(exc).__name__, message=exc.message)
         return EXIT_FAILED, result, f"hycan: {exc.message}"
     return EXIT_OK, result, text
-
-
-def _as_dict(status: LinkStatus) -> dict[str, Any]:
-    data: dict[str, Any] = json.loads(status.to_json())
-    return data
 
 
 def main(argv: list[str] | None = None) -> int:
