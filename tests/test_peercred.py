@@ -1,4 +1,4 @@
-"""hycan.daemon.peercred: SO_PEERCRED + SO_PEERGROUPS, and the group-database fallback."""
+"""hycan._peercred: SO_PEERCRED + SO_PEERGROUPS, and the group-database fallback."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from hycan.daemon.peercred import SO_PEERGROUPS, PeerCredentials, peer_credentials
+from hycan._peercred import SO_PEERGROUPS, PeerCredentials, peer_credentials
 
 
 @pytest.fixture

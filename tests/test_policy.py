@@ -7,10 +7,10 @@ import os
 import pytest
 
 from hycan._handler import Handler
+from hycan._peercred import PeerCredentials
 from hycan._protocol import Op, Request
 from hycan._status import LinkStatus
 from hycan.backends.memory import MemoryBackend
-from hycan.daemon.peercred import PeerCredentials
 from hycan.daemon.policy import AccessPolicy, InterfacePolicy
 from hycan.errors import ErrorCode
 

@@ -5,10 +5,9 @@ from __future__ import annotations
 import contextlib
 import os
 import pwd
-import socket
-import struct
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING
 
+from hycan._peercred import SocketLike, peer_ucred
 from hycan._protocol import BadRequest, Request, RequestDecoder, Response, failure
 from hycan.errors import DaemonUnavailable, PermissionDenied
 
@@ -18,8 +17,6 @@ if TYPE_CHECKING:
 NO_FALLBACK_ENV = "HYCAN_NO_FALLBACK"
 DAEMON_UID_ENV = "HYCAN_DAEMON_UID"
 RECV_SIZE = 65536
-_UCRED = struct.Struct("3i")
-
 
 SERVICE_USER = "hycan"
 """The system user deploy/ runs the daemon as (deploy/sysusers.d/hycan.conf)."""
@@ -37,15 +34,9 @@ def trusted_server_uids() -> set[int]:
     return uids
 
 
-class _Socket(Protocol):
-    def getsockopt(self, level: int, optname: int, buflen: int, /) -> bytes: ...
-
-
-def check_server(sock: _Socket, path: str) -> None:
+def check_server(sock: SocketLike, path: str) -> None:
     """Refuse a socket served by an unexpected uid (e.g. squatted in /tmp by another user)."""
-    _pid, uid, _gid = _UCRED.unpack(
-        sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _UCRED.size)
-    )
+    _pid, uid, _gid = peer_ucred(sock)
     if uid not in trusted_server_uids():
         raise PermissionDenied(
             f"refusing to use {path}: it is served by uid {uid}, not by root, the "

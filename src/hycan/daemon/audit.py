@@ -13,7 +13,7 @@ import sys
 import time
 from typing import TextIO
 
-from hycan.daemon.peercred import PeerCredentials
+from hycan._peercred import PeerCredentials
 
 audit_logger = logging.getLogger("hycan.audit")
 """Its level decides whether audit lines are written (INFO: yes; WARNING: refusals only)."""

@@ -11,9 +11,9 @@ import os
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from hycan._peercred import PeerCredentials
 from hycan._protocol import Op
 from hycan._status import LinkStatus
-from hycan.daemon.peercred import PeerCredentials
 
 DEFAULT_GROUP = "hycan"
 _VERBS = {

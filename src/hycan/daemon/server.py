@@ -26,6 +26,7 @@ from dataclasses import dataclass
 import trio
 
 from hycan._handler import Handler
+from hycan._peercred import PeerCredentials, peer_credentials
 from hycan._protocol import (
     DEFAULT_MAX_BUFFER,
     BadRequest,
@@ -35,7 +36,6 @@ from hycan._protocol import (
     failure,
 )
 from hycan.daemon.audit import AuditLog
-from hycan.daemon.peercred import PeerCredentials, peer_credentials
 from hycan.daemon.policy import AccessPolicy
 from hycan.errors import ErrorCode
 

@@ -1,4 +1,5 @@
-"""Who is on the other end of a connected AF_UNIX socket (stdlib only).
+"""Who is on the other end of a connected AF_UNIX socket (stdlib only, light to import:
+the daemon authorizes clients with it, clients check the daemon's uid with it).
 
 The kernel records the peer's pid, uid, gid and supplementary groups when the
 connection is made (connect(2) / socketpair(2)); SO_PEERCRED and SO_PEERGROUPS
@@ -8,16 +9,14 @@ nothing is looked up through /proc/PID (which a pid reuse could fool).
 
 from __future__ import annotations
 
-import ctypes
 import errno
 import os
 import pwd
 import socket
 import struct
-from dataclasses import dataclass
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
-__all__ = ["SO_PEERGROUPS", "PeerCredentials", "SocketLike", "peer_credentials"]
+__all__ = ["SO_PEERGROUPS", "PeerCredentials", "SocketLike", "peer_credentials", "peer_ucred"]
 
 # asm-generic/socket.h (Linux 4.13+); Python's socket module does not always define it.
 SO_PEERGROUPS: int = getattr(socket, "SO_PEERGROUPS", 59)
@@ -35,8 +34,7 @@ class SocketLike(Protocol):
     def getsockopt(self, level: int, optname: int, buflen: int, /) -> bytes: ...
 
 
-@dataclass(frozen=True)
-class PeerCredentials:
+class PeerCredentials(NamedTuple):
     """The peer's credentials at connect time; ``groups`` are its supplementary gids."""
 
     pid: int
@@ -47,6 +45,8 @@ class PeerCredentials:
 
 def _peer_groups_libc(fd: int) -> bytes:
     """SO_PEERGROUPS for more than 256 groups: ask for the size, then read."""
+    import ctypes  # rare path: kept off the import of this module
+
     libc = ctypes.CDLL(None, use_errno=True)
     size = ctypes.c_uint32(0)
     # With a zero length the kernel fails with ERANGE and stores the length it needs.
@@ -75,6 +75,14 @@ def _peer_groups(sock: SocketLike, uid: int, gid: int) -> tuple[int, ...]:
     return struct.unpack(f"={len(raw) // _GID_SIZE}I", raw)
 
 
+def peer_ucred(sock: SocketLike) -> tuple[int, int, int]:
+    """The peer's (pid, uid, gid) from SO_PEERCRED, without its groups."""
+    pid, uid, gid = _UCRED.unpack(
+        sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _UCRED.size)
+    )
+    return pid, uid, gid
+
+
 def peer_credentials(sock: SocketLike) -> PeerCredentials:
     """Return the kernel's record of who is on the other end of connected ``sock``.
 
@@ -84,7 +92,5 @@ def peer_credentials(sock: SocketLike) -> PeerCredentials:
     group database for ``uid`` (``os.getgrouplist``, which includes ``gid``) --
     never to /proc/PID. Raises OSError if ``sock`` is not a connected AF_UNIX socket.
     """
-    pid, uid, gid = _UCRED.unpack(
-        sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _UCRED.size)
-    )
+    pid, uid, gid = peer_ucred(sock)
     return PeerCredentials(pid, uid, gid, _peer_groups(sock, uid, gid))
