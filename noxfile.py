@@ -50,7 +50,9 @@ def vm(session: nox.Session) -> None:
     runner = ["python", "tests/vm/run_vm.py", "--timeout", "1500", "--env", "HYCAN_IN_VM=1"]
     runner += ["--env", "PYTEST_DISABLE_PLUGIN_AUTOLOAD=1"]
     plugins = ["-p", "no:cacheprovider", "-p", "pytest_trio.plugin"]
-    pytest = [python, "-m", "pytest", "tests/vm", *plugins, *session.posargs]
+    # tests/vm plus the host tests that skip for want of AF_CAN/vcan, marked `vcan`.
+    real_can = "tests/test_can_helper.py::test_frames_cross_a_real_vcan"
+    pytest = [python, "-m", "pytest", "tests/vm", real_can, *plugins, *session.posargs]
     session.run(*runner, "--", *pytest)
     session.run(
         *runner, "--append", "module_blacklist=vcan", "--env", "HYCAN_VM_VCAN=0", "--", *pytest

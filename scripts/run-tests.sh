@@ -7,8 +7,9 @@ cd "$(dirname "$0")/.."
 
 # gcc + libcap-dev: python-prctl builds from source; iproute2: netns tests;
 # systemd: systemd-analyze for `nox -s units`; qemu/busybox/kmod/cpio: the vcan VM
-# (`nox -s vm`); shellcheck: the deploy scripts are linted in the tests.
-packages=(gcc libc6-dev libcap-dev iproute2 systemd qemu-system-x86 busybox-static kmod cpio shellcheck)
+# (`nox -s vm`); shellcheck: the deploy scripts are linted in the tests; libcap2-bin:
+# capsh, which tests/test_caps.py checks the capability names against.
+packages=(gcc libc6-dev libcap-dev iproute2 systemd qemu-system-x86 busybox-static kmod cpio shellcheck libcap2-bin)
 # python-prctl also needs Python.h of the interpreter that runs nox.
 python3 -c 'import os, sysconfig; exit(not os.path.exists(sysconfig.get_paths()["include"] + "/Python.h"))' \
     || packages+=(python3-dev)

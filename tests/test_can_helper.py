@@ -163,10 +163,11 @@ def _af_can_missing() -> str | None:
     try:
         socket.socket(socket.AF_CAN, socket.SOCK_RAW, socket.CAN_RAW).close()
     except OSError as exc:
-        return f"the kernel has no AF_CAN ({exc.strerror}); the qemu VM tests real CAN"
+        return f"the kernel has no AF_CAN ({exc.strerror}); `nox -s vm` runs this test in qemu"
     return None
 
 
+@pytest.mark.vcan  # also collected by `nox -s vm`, which runs it on a vcan kernel
 def test_frames_cross_a_real_vcan(tmp_path: Path) -> None:
     can = pytest.importorskip("can", reason="python-can is not installed (hycan[can] extra)")
     reason = _af_can_missing()
