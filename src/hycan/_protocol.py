@@ -50,6 +50,7 @@ class Op(enum.IntEnum):
 
 
 _NAMELESS_OPS: Final = frozenset({Op.PING})
+_OPS: Final = {int(op): op for op in Op}  # faster than Op(code) on the hot path
 
 
 class BufferFull(ProtocolError):
@@ -83,6 +84,14 @@ class BadRequest(NamedTuple):
 
     code: ErrorCode
     message: str
+    op: int = 0  # as received, for the audit trail
+    name: bytes = b""
+
+    @property
+    def op_label(self) -> str:
+        """The op's name if it is known, else its number (``0x99``)."""
+        known = _OPS.get(self.op)
+        return known.name if known is not None else f"0x{self.op:02x}"
 
 
 class Response(NamedTuple):
@@ -132,10 +141,15 @@ def encode_request(op: int, name: bytes, payload: bytes = b"") -> bytes:
 
 
 class _Decoder:
-    """Shared buffer handling: bytes accumulate, complete frames are cut from the front."""
+    """Shared buffer handling: bytes accumulate, complete frames are cut from the front.
+
+    The buffer is the received ``bytes`` object itself while nothing is left over (the
+    common case: whole frames per receive, so no copy), and a ``bytearray`` only while a
+    partial frame waits for the rest (appends and front deletions stay amortized O(1)).
+    """
 
     def __init__(self, max_buffer: int) -> None:
-        self._buf = bytearray()
+        self._buf: bytes | bytearray = b""
         self._pos = 0
         self.max_buffer = max_buffer
 
@@ -146,19 +160,20 @@ class _Decoder:
 
     def receive_data(self, data: bytes) -> None:
         """Feed bytes from the peer. Raises :class:`BufferFull` past ``max_buffer``."""
-        if self.buffered + len(data) > self.max_buffer:
+        buf, pos = self._buf, self._pos
+        left = len(buf) - pos
+        if left + len(data) > self.max_buffer:
             raise BufferFull(
                 f"more than {self.max_buffer} bytes buffered without a complete frame being read"
             )
-        if self._pos:
-            del self._buf[: self._pos]
-            self._pos = 0
-        self._buf += data
-
-    def _take(self, n: int) -> bytes:
-        chunk = bytes(self._buf[self._pos : self._pos + n])
-        self._pos += n
-        return chunk
+        if not left:
+            self._buf = data
+        elif isinstance(buf, bytearray):
+            del buf[:pos]
+            buf += data
+        else:
+            self._buf = bytearray(buf[pos:]) + data
+        self._pos = 0
 
 
 class RequestDecoder(_Decoder):
@@ -169,41 +184,46 @@ class RequestDecoder(_Decoder):
 
     def next_event(self) -> Request | BadRequest | _NeedData:
         """Return the next complete event, or ``NEED_DATA``."""
-        buf, pos, avail = self._buf, self._pos, self.buffered
-        if avail < 2:
+        buf, pos = self._buf, self._pos
+        end = len(buf)
+        if end - pos < 2:
             return NEED_DATA
-        op, name_len = buf[pos], buf[pos + 1]
-        frame_len = 2 + name_len
-        payload_len = 0
-        if has_payload(op):
-            if avail < frame_len + 2:
+        op = buf[pos]
+        name_end = pos + 2 + buf[pos + 1]
+        if 0x40 <= op <= 0x7F:  # has_payload(op), inlined: this runs once per request
+            if end < name_end + 2:
                 return NEED_DATA
-            payload_len = int.from_bytes(buf[pos + frame_len : pos + frame_len + 2], "little")
-            frame_len += 2 + payload_len
-        if avail < frame_len:
-            return NEED_DATA
-        self._pos += 2
-        name = self._take(name_len)
-        if has_payload(op):
-            self._pos += 2
-        payload = self._take(payload_len)
+            payload_len = buf[name_end] | buf[name_end + 1] << 8
+            frame_end = name_end + 2 + payload_len
+            if end < frame_end:
+                return NEED_DATA
+            payload = bytes(buf[name_end + 2 : frame_end])
+        else:
+            if end < name_end:
+                return NEED_DATA
+            payload_len = 0
+            frame_end = name_end
+            payload = b""
+        self._pos = frame_end
+        name = bytes(buf[pos + 2 : name_end])
         if payload_len > MAX_PAYLOAD:
             return BadRequest(
                 ErrorCode.NETLINK_CONNECT,
                 f"bad frame: payload of {payload_len} bytes exceeds {MAX_PAYLOAD}",
+                op,
+                name,
             )
         return _check(op, name, payload)
 
 
 def _check(op: int, name: bytes, payload: bytes) -> Request | BadRequest:
-    try:
-        known = Op(op)
-    except ValueError:
-        return BadRequest(ErrorCode.NETLINK_CONNECT, f"bad frame: unknown op {op}")
+    known = _OPS.get(op)
+    if known is None:
+        return BadRequest(ErrorCode.NETLINK_CONNECT, f"bad frame: unknown op {op}", op, name)
     if known not in _NAMELESS_OPS:
         problem = name_problem(name)
         if problem is not None:
-            return BadRequest(ErrorCode.INVALID_NAME, problem)
+            return BadRequest(ErrorCode.INVALID_NAME, problem, op, name)
     return Request(known, name, payload)
 
 
@@ -215,11 +235,11 @@ class ResponseDecoder(_Decoder):
 
     def next_event(self) -> Response | _NeedData:
         """Return the next complete response, or ``NEED_DATA``."""
-        if self.buffered < RESPONSE_HEADER.size:
+        buf, pos = self._buf, self._pos
+        if len(buf) - pos < 4:
             return NEED_DATA
-        success, code, length = RESPONSE_HEADER.unpack_from(self._buf, self._pos)
-        if self.buffered < RESPONSE_HEADER.size + length:
+        end = pos + 4 + (buf[pos + 2] | buf[pos + 3] << 8)
+        if len(buf) < end:
             return NEED_DATA
-        self._pos += RESPONSE_HEADER.size
-        message = self._take(length).decode("utf-8", "replace")
-        return Response(bool(success), code, message)
+        self._pos = end
+        return Response(bool(buf[pos]), buf[pos + 1], str(buf[pos + 4 : end], "utf-8", "replace"))

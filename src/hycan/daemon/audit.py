@@ -1,5 +1,7 @@
 """The audit trail: one line per request (and per refused connection), on stderr.
 
+Successful read-only queries (PING, STATUS) are logged at DEBUG, the rest at INFO.
+
 Lines look like the daemon's other log lines (``TIME hycan-daemon[PID] LEVEL ...``) but are
 written without a ``logging.LogRecord`` each: a connection's lines are formatted together
 and written in one call, after its replies went out, off the client's critical path.
@@ -34,12 +36,20 @@ class AuditLog:
         """Where lines go (stderr unless given; looked up late so tests can capture it)."""
         return self._stream or sys.stderr
 
-    def request(self, peer: PeerCredentials, op: str, name: str, result: str) -> None:
-        """Record one answered request (written at the next :meth:`flush`)."""
-        if audit_logger.isEnabledFor(logging.INFO):
+    def request(
+        self, peer: PeerCredentials, op: str, name: bytes, result: str, *, routine: bool = False
+    ) -> None:
+        """Record one answered request (written at the next :meth:`flush`).
+
+        ``routine`` lines (successful read-only queries: PING, STATUS) are DEBUG, so a
+        health check polling the daemon does not flood the log; everything that changes
+        or fails is INFO.
+        """
+        level = "DEBUG" if routine else "INFO"
+        if audit_logger.isEnabledFor(logging.DEBUG if routine else logging.INFO):
             self._lines.append(
-                f"INFO uid={peer.uid} gid={peer.gid} pid={peer.pid} op={op} name={name} "
-                f"result={result}"
+                f"{level} uid={peer.uid} gid={peer.gid} pid={peer.pid} op={op} "
+                f"name={_quoted(name)} result={result}"
             )
 
     def refusal(self, peer: PeerCredentials, reason: str) -> None:
@@ -72,3 +82,9 @@ class AuditLog:
         data = text.encode("utf-8", "backslashreplace")
         while data:  # one write() in practice; loop for the rare partial write
             data = data[os.write(fd, data) :]
+
+
+def _quoted(name: bytes) -> str:
+    """``name`` as one token: as is if it is plain, else repr() (no forged audit lines)."""
+    text = name.decode("utf-8", "backslashreplace")
+    return text if text.isprintable() and " " not in text else repr(text)

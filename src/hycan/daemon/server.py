@@ -30,6 +30,7 @@ from hycan._peercred import PeerCredentials, peer_credentials
 from hycan._protocol import (
     DEFAULT_MAX_BUFFER,
     BadRequest,
+    Op,
     Request,
     RequestDecoder,
     Response,
@@ -44,6 +45,7 @@ log = logging.getLogger("hycan.daemon")
 # accept() failures that mean "out of resources for now", not "the listener is broken"
 # (as in trio's serve_listeners): wait and retry instead of dying.
 _ACCEPT_CAPACITY_ERRORS = {errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS}
+_READ_ONLY_OPS = frozenset({Op.PING, Op.STATUS})  # audited at DEBUG when they succeed
 _DEADLINE_STEP = 1.0  # move a connection's idle deadline at most this often (seconds)
 
 Authorizer = Callable[[PeerCredentials], str | None]
@@ -176,11 +178,21 @@ class Server:
                         # At least idle_timeout of silence (or of not reading) ends it.
                         scope.deadline = now + idle_timeout + _DEADLINE_STEP
                         moved = now
-                    connection.idle = True
+                    size = decoder.max_buffer - decoder.buffered
                     try:
-                        data = await _recv(conn, decoder.max_buffer - decoder.buffered)
-                    finally:
-                        connection.idle = False
+                        # Try first: a busy client's next request is often already here,
+                        # and reading it now skips a trip through the event loop.
+                        data = conn.recv(size)
+                    except BlockingIOError:
+                        connection.idle = True
+                        try:
+                            data = await _recv(conn, size)
+                        finally:
+                            connection.idle = False
+                    else:
+                        # Other clients' turn: one that always has a request ready must
+                        # not starve the rest. Shielded: what was read gets answered.
+                        await trio.lowlevel.cancel_shielded_checkpoint()
                     if not data:
                         return
                     decoder.receive_data(data)
@@ -197,7 +209,9 @@ class Server:
 
     def _answer(self, event: Request | BadRequest, peer: PeerCredentials) -> Response:
         if isinstance(event, BadRequest):
-            self.audit.request(peer, "?", "?", f"error {event.code}: {event.message}")
+            self.audit.request(
+                peer, event.op_label, event.name, f"error {event.code}: {event.message}"
+            )
             return failure(event.code, event.message)
         try:
             response = self.handler.handle(event)
@@ -207,8 +221,9 @@ class Server:
         self.audit.request(
             peer,
             event.op.name,
-            event.name.decode("utf-8", "backslashreplace"),
+            event.name,
             "ok" if response.success else f"error {response.code}: {response.message}",
+            routine=response.success and event.op in _READ_ONLY_OPS,
         )
         return response
 
