@@ -110,7 +110,7 @@ def test_policy_covers_can_ops() -> None:
     backend = MemoryBackend()
     backend.plug_can_adapter("can0")
     backend.plug_can_adapter("other0")
-    handler = Handler(backend, policy=InterfacePolicy(("can*",)).refusal)
+    handler = Handler(backend, policy=InterfacePolicy(("can*",)))
     payload = CanSettings(bitrate=500000).to_payload()
     assert handle(handler, Op.SET_CAN, "can0", payload)[0]
     ok, code, text = handle(handler, Op.SET_CAN, "other0", payload)

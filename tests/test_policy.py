@@ -67,6 +67,23 @@ def test_interface_policy(globs: tuple[str, ...], link: LinkStatus, allowed: boo
         assert link.name in refusal and "allowed:" in refusal
 
 
+@pytest.mark.parametrize(
+    ("globs", "name", "allowed"),
+    [
+        ((), "veth0", False),
+        (("veth*",), "veth0", True),
+        (("veth*",), "xveth0", False),  # globs match the whole name
+        (("veth*",), "VETH0", False),  # and are case-sensitive
+        (("can[0-1]", "eth?"), "can1", True),
+        (("can[0-1]", "eth?"), "eth1", True),
+        (("can[0-1]", "eth?"), "eth10", False),
+        (("a.b",), "axb", False),  # '.' is literal, not a regex
+    ],
+)
+def test_name_allowed_by_globs(globs: tuple[str, ...], name: str, allowed: bool) -> None:
+    assert InterfacePolicy(globs).name_allowed(name) is allowed
+
+
 def handle(handler: Handler, op: Op, name: str) -> tuple[bool, int, str]:
     response = handler.handle(Request(op, name.encode()))
     return response.success, response.code, response.message
@@ -74,7 +91,7 @@ def handle(handler: Handler, op: Op, name: str) -> tuple[bool, int, str]:
 
 def test_handler_applies_policy_and_leaves_links_untouched() -> None:
     backend = MemoryBackend()
-    handler = Handler(backend, policy=InterfacePolicy(("eth*",)).refusal)
+    handler = Handler(backend, policy=InterfacePolicy(("eth*",)))
     assert handle(handler, Op.CREATE_VCAN, "vcan0")[0]
     assert handle(handler, Op.INTERFACE_UP, "vcan0")[0]
     assert handle(handler, Op.INTERFACE_DOWN, "eth0")[0]  # allow-listed
@@ -86,6 +103,8 @@ def test_handler_applies_policy_and_leaves_links_untouched() -> None:
     assert (ok, code) == (False, ErrorCode.PERMISSION_DENIED)
     assert backend.status("eth0").exists
     assert handle(handler, Op.INTERFACE_UP, "missing0")[1] == ErrorCode.INTERFACE_NOT_FOUND
+    # allow-listed by name, not looked up first: the kernel's ENODEV gives the same answer
+    assert handle(handler, Op.INTERFACE_UP, "eth9")[1] == ErrorCode.INTERFACE_NOT_FOUND
 
 
 def test_handler_without_policy_toggles_any_link() -> None:

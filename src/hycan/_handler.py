@@ -10,7 +10,7 @@ from __future__ import annotations
 import errno
 import json
 import struct
-from collections.abc import Callable
+from typing import Protocol
 
 from hycan import __version__
 from hycan._canconfig import CanSettings
@@ -50,14 +50,21 @@ _POLICED_OPS = (Op.INTERFACE_UP, Op.INTERFACE_DOWN, Op.SET_MTU, *_CAN_OPS)
 _MTU = struct.Struct("<I")
 
 
-LinkPolicy = Callable[[Op, LinkStatus], str | None]
-"""Decides whether UP/DOWN may act on a link: None to allow, else the reason to refuse."""
+class LinkPolicy(Protocol):
+    """Decides whether UP/DOWN/SET_*/RESTART may act on a link (the daemon's rules)."""
+
+    def name_allowed(self, name: str) -> bool:
+        """True if the name alone admits the link (no need to look it up)."""
+
+    def refusal(self, op: Op, status: LinkStatus) -> str | None:
+        """None to allow ``op`` on the link ``status`` describes, else the reason to refuse."""
 
 
 class Handler:
     """Executes requests against a backend; ``handle()`` never raises for bad requests.
 
-    With a ``policy``, UP/DOWN first look the link up and ask the policy (the daemon);
+    With a ``policy``, UP/DOWN first ask it, looking the link up unless its name alone
+    admits it (the daemon);
     without one (the in-process fallback, which acts with the caller's own privileges)
     any link may be toggled. DELETE only ever removes vcan links, whatever the policy.
     """
@@ -135,7 +142,9 @@ class Handler:
 
     def _apply_policy(self, op: Op, name: str) -> None:
         assert self.policy is not None
-        refusal = self.policy(op, self._existing(name))
+        if self.policy.name_allowed(name):
+            return  # allow-listed by name: whatever the link is, it may be acted on
+        refusal = self.policy.refusal(op, self._existing(name))
         if refusal is not None:
             raise PermissionDenied(refusal)
 

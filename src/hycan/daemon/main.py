@@ -208,7 +208,7 @@ def main(argv: list[str] | None = None) -> int:
         backend = make_backend(args.backend, args.request_timeout)
         restrict_privileges(args)
         links = InterfacePolicy(tuple(args.allow_iface))
-        handler = Handler(backend, backend_name=args.backend, policy=links.refusal)
+        handler = Handler(backend, backend_name=args.backend, policy=links)
         limits = Limits(args.max_clients, args.idle_timeout, args.max_buffer, args.grace)
         trio.run(run, Server(handler, access.authorize, limits), bound, args.backend)
         # Shut down already: a second SIGTERM must not turn exit 0 into death by signal.
