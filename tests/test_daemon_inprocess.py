@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
 
@@ -114,6 +115,35 @@ async def test_idle_half_frame_client_does_not_block_others(daemon: InProcessDae
             async with AsyncDaemonClient(daemon.path) as client:
                 for _ in range(20):
                     await client.create("busy0")
+
+
+async def test_pipelining_client_does_not_hold_up_others(daemon: InProcessDaemon) -> None:
+    # 2,000 pipelined requests arrive in one read; the daemon answers them in batches and
+    # lets other clients in between, so a second client's PING is answered before the
+    # flood is (the replies, ~120 kB, fit in the socket buffer: nothing waits on the hog).
+    flood = 2000
+    hog = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    with hog:
+        hog.connect(daemon.path)
+        hog.sendall(encode_request(Op.PING, b"") * flood)
+        with trio.fail_after(10):
+            async with AsyncDaemonClient(daemon.path) as client:
+                await client.ping()
+        hog.setblocking(False)
+        decoder = ResponseDecoder(max_buffer=1 << 24)
+        with contextlib.suppress(BlockingIOError):
+            while data := hog.recv(1 << 20):
+                decoder.receive_data(data)
+        answered = 0
+        while isinstance(decoder.next_event(), Response):
+            answered += 1
+        assert answered < flood  # the flood was not all answered before the PING
+        hog.setblocking(True)
+        with trio.fail_after(10):
+            while answered < flood:  # and it is all answered, in full, afterwards
+                decoder.receive_data(await trio.to_thread.run_sync(hog.recv, 1 << 20))
+                while isinstance(decoder.next_event(), Response):
+                    answered += 1
 
 
 async def test_c_plus_plus_client_reads_success_from_first_byte(daemon: InProcessDaemon) -> None:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from typing import Any, NamedTuple
 
+_COMPACT = json.JSONEncoder(separators=(",", ":"))  # json.dumps(separators=) builds one a call
+
 
 class LinkStatus(NamedTuple):
     """What STATUS reports about one link (JSON key ``index`` is ``ifindex`` here)."""
@@ -26,11 +28,14 @@ class LinkStatus(NamedTuple):
 
     def to_json(self) -> str:
         """Compact JSON, the STATUS success message."""
-        return json.dumps(self.to_dict(), separators=(",", ":"))
+        return _COMPACT.encode(self.to_dict())
 
     @classmethod
     def from_json(cls, text: str) -> LinkStatus:
         """Parse a STATUS message (unknown keys from newer daemons are ignored)."""
         data = json.loads(text)
         data["ifindex"] = data.pop("index", None)
-        return cls(**{key: value for key, value in data.items() if key in cls._fields})
+        return cls(**{key: value for key, value in data.items() if key in _FIELDS})
+
+
+_FIELDS = frozenset(LinkStatus._fields)

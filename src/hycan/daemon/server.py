@@ -1,13 +1,15 @@
 """The trio server: one nursery task per client, bytes through the sans-IO decoder.
 
-A client task reads whatever has arrived, turns every complete frame into a response, and
-writes all of them back in one send (so pipelined requests cost one read and one write).
-Handlers are synchronous and answer in microseconds; no client waits on another.
+A client task reads whatever has arrived, turns the complete frames into responses (at
+most ``_BATCH`` per turn) and writes them back in one send, so pipelined requests cost one
+read and one write. Handlers are synchronous and answer in microseconds; no client waits
+on another: a pipelining client yields after each batch, a busy one every ``_STREAK``
+reads.
 
-The hot path is kept short (see docs/perf.md): stdlib sockets in non-blocking mode driven
-by ``trio.lowlevel.wait_readable/wait_writable``, one cancel scope per connection whose
-deadline (the idle timeout) moves at most once a second, and audit lines written after
-the replies, in one write per batch.
+The hot path is kept short (see docs/perf.md): stdlib sockets in non-blocking mode, read
+before waiting (``trio.lowlevel.wait_readable`` only when nothing is there yet), one
+cancel scope per connection whose deadline (the idle timeout) moves at most once a second,
+and audit lines written after the replies, in one write per batch.
 
 Limits (:class:`Limits`) bound what one client can cost: concurrent clients, idle time,
 buffered bytes. :meth:`Server.shutdown` stops accepting, drops idle clients at once, and
@@ -46,6 +48,8 @@ log = logging.getLogger("hycan.daemon")
 # (as in trio's serve_listeners): wait and retry instead of dying.
 _ACCEPT_CAPACITY_ERRORS = {errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS}
 _READ_ONLY_OPS = frozenset({Op.PING, Op.STATUS})  # audited at DEBUG when they succeed
+_STREAK = 8  # requests read without waiting before other clients get a turn
+_BATCH = 64  # pipelined requests answered per turn
 _DEADLINE_STEP = 1.0  # move a connection's idle deadline at most this often (seconds)
 
 Authorizer = Callable[[PeerCredentials], str | None]
@@ -63,13 +67,38 @@ class Limits:
 
 
 class _Connection:
-    """One client's cancel scope and whether it is waiting for a request (idle)."""
+    """One client's socket and cancel scope, and whether it is waiting for a request."""
 
-    __slots__ = ("idle", "scope")
+    __slots__ = ("_streak", "idle", "scope", "sock")
 
-    def __init__(self, scope: trio.CancelScope) -> None:
+    def __init__(self, sock: socket.socket, scope: trio.CancelScope) -> None:
+        self.sock = sock
         self.scope = scope
         self.idle = False
+        self._streak = 0  # reads in a row that did not wait
+
+    async def receive(self, size: int) -> bytes:
+        """The next bytes from the client (b"" at EOF).
+
+        Tries the socket first: a busy client's next request is often already here, and
+        reading it now skips a trip through the event loop. Every ``_STREAK`` such reads
+        the other clients get their turn, so one that always has a request ready cannot
+        starve the rest (shielded: what was read gets answered).
+        """
+        try:
+            data = self.sock.recv(size)
+        except BlockingIOError:
+            self._streak = 0
+            self.idle = True
+            try:
+                return await _recv(self.sock, size)
+            finally:
+                self.idle = False
+        self._streak += 1
+        if self._streak == _STREAK:
+            self._streak = 0
+            await trio.lowlevel.cancel_shielded_checkpoint()
+        return data
 
 
 class Server:
@@ -168,9 +197,10 @@ class Server:
         decoder = RequestDecoder(self.limits.max_buffer)
         idle_timeout = self.limits.idle_timeout
         with trio.CancelScope() as scope:
-            connection = _Connection(scope)
+            connection = _Connection(conn, scope)
             self._connections.add(connection)
             moved = -math.inf
+            more = False  # complete requests left in the decoder after a full batch
             try:
                 while not self._stopping:
                     now = trio.current_time()
@@ -178,27 +208,20 @@ class Server:
                         # At least idle_timeout of silence (or of not reading) ends it.
                         scope.deadline = now + idle_timeout + _DEADLINE_STEP
                         moved = now
-                    size = decoder.max_buffer - decoder.buffered
-                    try:
-                        # Try first: a busy client's next request is often already here,
-                        # and reading it now skips a trip through the event loop.
-                        data = conn.recv(size)
-                    except BlockingIOError:
-                        connection.idle = True
-                        try:
-                            data = await _recv(conn, size)
-                        finally:
-                            connection.idle = False
-                    else:
-                        # Other clients' turn: one that always has a request ready must
-                        # not starve the rest. Shielded: what was read gets answered.
+                    if more:
+                        # A pipelining client gets _BATCH answers per turn, then the others.
                         await trio.lowlevel.cancel_shielded_checkpoint()
-                    if not data:
-                        return
-                    decoder.receive_data(data)
-                    replies = []
-                    while isinstance(event := decoder.next_event(), Request | BadRequest):
+                    else:
+                        data = await connection.receive(decoder.max_buffer - decoder.buffered)
+                        if not data:
+                            return
+                        decoder.receive_data(data)
+                    replies: list[bytes] = []
+                    while len(replies) < _BATCH and isinstance(
+                        event := decoder.next_event(), Request | BadRequest
+                    ):
                         replies.append(self._answer(event, peer).encode())
+                    more = len(replies) == _BATCH
                     if replies:
                         await _send_all(conn, b"".join(replies))
                     self.audit.flush()
