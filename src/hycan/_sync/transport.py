@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import contextlib
 import socket
+import struct
 import threading
 from typing import TYPE_CHECKING
 
@@ -21,6 +21,9 @@ if TYPE_CHECKING:
     from hycan._handler import Handler
 
 
+_TIMEVAL = struct.Struct("@ll")  # struct timeval: seconds, microseconds
+
+
 class SocketTransport:
     """One persistent connection to the daemon; one request in flight at a time."""
 
@@ -35,10 +38,19 @@ class SocketTransport:
     def connect(self) -> None:
         """Open the connection, or raise ``DaemonUnavailable``."""
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
-        sock.settimeout(self._timeout)
         try:
+            # The kernel enforces the timeout (connect, send and recv each wait at most
+            # that long): one system call per send or receive, where a Python-level
+            # timeout polls before each.
+            # (0 would mean "forever" to the kernel: the shortest timeout is 1 µs.)
+            timeval = _TIMEVAL.pack(*divmod(max(1, round(self._timeout * 1e6)), 1_000_000))
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, timeval)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, timeval)
             sock.connect(self.path)
             check_server(sock, self.path)
+        except BlockingIOError:  # SO_SNDTIMEO expired: the daemon's backlog stayed full
+            sock.close()
+            raise unavailable(self._tried, "timed out connecting") from None
         except OSError as exc:
             sock.close()
             raise unavailable(self._tried, exc.strerror or str(exc)) from None
@@ -58,20 +70,22 @@ class SocketTransport:
         with self._lock:
             if self._sock is None:
                 self.connect()
-            assert self._sock is not None
+            sock, decoder = self._sock, self._decoder
+            assert sock is not None
             try:
-                # A daemon that refused us and hung up may have left its answer: read it.
-                with contextlib.suppress(BrokenPipeError, ConnectionResetError):
-                    self._sock.sendall(frame)
+                try:  # noqa: SIM105 (no context manager per call on the hot path)
+                    sock.sendall(frame)
+                except (BrokenPipeError, ConnectionResetError):
+                    pass  # a daemon that refused us and hung up may have left its answer
                 while True:
-                    event = self._decoder.next_event()
+                    event = decoder.next_event()
                     if isinstance(event, Response):
                         return event
-                    data = self._sock.recv(RECV_SIZE)
+                    data = sock.recv(RECV_SIZE)
                     if not data:
                         raise ConnectionResetError
-                    self._decoder.receive_data(data)
-            except TimeoutError:
+                    decoder.receive_data(data)
+            except BlockingIOError:  # SO_RCVTIMEO/SO_SNDTIMEO expired
                 self.close()
                 raise Timeout(f"the hycan daemon on {self.path} did not answer in time") from None
             except OSError:
