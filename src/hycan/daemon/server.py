@@ -38,6 +38,7 @@ from hycan._protocol import (
     Response,
     failure,
 )
+from hycan._trio_io import receive, send_all
 from hycan.daemon.audit import AuditLog
 from hycan.daemon.policy import AccessPolicy
 from hycan.errors import ErrorCode
@@ -91,7 +92,7 @@ class _Connection:
             self._streak = 0
             self.idle = True
             try:
-                return await _recv(self.sock, size)
+                return await receive(self.sock, size)
             finally:
                 self.idle = False
         self._streak += 1
@@ -181,14 +182,14 @@ class Server:
                 self._busy_logged = True
             message = f"hycan-daemon is busy: {self.limits.max_clients} clients connected"
             with trio.move_on_after(self.limits.idle_timeout):
-                await _send_all(conn, failure(ErrorCode.BUSY, message).encode())
+                await send_all(conn, failure(ErrorCode.BUSY, message).encode())
             return
         self._busy_logged = False
         refusal = self.authorize(peer)
         if refusal is not None:
             self.audit.refusal(peer, refusal)
             with trio.move_on_after(self.limits.idle_timeout):
-                await _send_all(conn, failure(ErrorCode.PERMISSION_DENIED, refusal).encode())
+                await send_all(conn, failure(ErrorCode.PERMISSION_DENIED, refusal).encode())
                 await _linger(conn)
             return
         await self._converse(conn, peer)
@@ -223,7 +224,7 @@ class Server:
                         replies.append(self._answer(event, peer).encode())
                     more = len(replies) == _BATCH
                     if replies:
-                        await _send_all(conn, b"".join(replies))
+                        await send_all(conn, b"".join(replies))
                     self.audit.flush()
             finally:
                 self._connections.discard(connection)
@@ -251,31 +252,9 @@ class Server:
         return response
 
 
-async def _recv(conn: socket.socket, size: int) -> bytes:
-    """The next bytes from a non-blocking socket (b"" at EOF)."""
-    while True:
-        await trio.lowlevel.wait_readable(conn)
-        try:
-            return conn.recv(size)
-        except BlockingIOError:
-            continue
-
-
-async def _send_all(conn: socket.socket, data: bytes) -> None:
-    """Send everything, waiting while the client's receive buffer is full."""
-    view = memoryview(data)
-    while view:
-        try:
-            sent = conn.send(view)
-        except BlockingIOError:
-            await trio.lowlevel.wait_writable(conn)
-            continue
-        view = view[sent:]
-
-
 async def _linger(conn: socket.socket, seconds: float = 1.0) -> None:
     """Half-close and drain briefly, so a refused client reads our answer instead of a reset."""
     conn.shutdown(socket.SHUT_WR)
     with trio.move_on_after(seconds):
-        while await _recv(conn, 4096):
+        while await receive(conn, 4096):
             pass
