@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import socket
+from pathlib import Path
 
 import pytest
 import trio
@@ -193,6 +194,35 @@ async def test_sync_netlink_constructor_creates(daemon: InProcessDaemon) -> None
 
     await trio.to_thread.run_sync(work)
     assert daemon.backend.status("ctor0").kind == "vcan"
+
+
+async def test_one_trio_client_shared_by_many_tasks(daemon: InProcessDaemon) -> None:
+    # One connection, one request in flight: callers queue on the client's lock, and every
+    # one of them gets its own answer.
+    async with AsyncDaemonClient(daemon.path) as client:
+        names: dict[int, str] = {}
+
+        async def one(i: int) -> None:
+            await client.create(f"s{i}")
+            names[i] = (await client.status(f"s{i}")).name
+
+        async with trio.open_nursery() as nursery:
+            for i in range(20):
+                nursery.start_soon(one, i)
+    assert names == {i: f"s{i}" for i in range(20)}
+
+
+async def test_trio_client_times_out_on_a_silent_server(tmp_path: Path) -> None:
+    path = str(tmp_path / "silent.sock")
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    with listener:
+        listener.bind(path)
+        listener.listen()  # accepts (in the kernel) and never answers
+        client = AsyncDaemonClient(path, timeout=0.2)
+        with pytest.raises(hycan.Timeout, match="did not answer in time"):
+            await client.ping()
+        assert not client._transport.connected  # the connection was dropped, not reused
+        await client.aclose()
 
 
 async def test_many_concurrent_clients(daemon: InProcessDaemon) -> None:
