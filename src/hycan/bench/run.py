@@ -24,7 +24,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import IO, Any
 
+import hycan
 from hycan._protocol import Op, encode_request
+from hycan.bench import _oneshot
 from hycan.bench._client import RawClient
 from hycan.bench._report import (
     SECTIONS,
@@ -357,6 +359,16 @@ class Worker:
         """Read one JSON answer line."""
         return json.loads(self._line(timeout))
 
+    def measurer(self, cpus: str) -> Callable[[int], list[int]]:
+        """For an ``_nlworker``: run ``count`` toggles pinned to ``cpus`` ("-": unpinned)."""
+
+        def measure(count: int) -> list[int]:
+            self.send(f"{count + count % 2} {cpus}")
+            samples: list[int] = self.answer()
+            return samples
+
+        return measure
+
     def stop(self, timeout: float = 10.0) -> None:
         """Close stdin (the worker's cue to exit); kill it if it does not."""
         with contextlib.suppress(OSError, ValueError):
@@ -476,12 +488,16 @@ def part_throughput(cfg: Config, servers: Servers, results: Results) -> None:
 
 
 def part_netlink(cfg: Config, workdir: str, modes: list[Mode], results: Results) -> None:
-    """Real veth up/down in a throwaway netns: daemon vs IPRoute vs `ip link`."""
-    from hycan import DaemonClient
+    """Real veth up/down in a throwaway netns: daemon vs IPRoute vs `ip link` vs the C
+    reference of the C++ design; and the failing op (UP missing0) on the real kernel."""
 
     methods = ("iproute", "ip", "backend")
     per: dict[tuple[str, str], list[Summary]] = {}
     path = os.path.join(workdir, "netlink.sock")
+    cref_path = os.path.join(workdir, "oneshot.sock")
+    cref_binary, cref_missing = _oneshot.build(workdir)
+    if cref_missing is not None:
+        results.note("netlink", f"C reference rows skipped: {cref_missing}")
     with throwaway_netns() as netns, services() as started:
         progress(f"part 3 netlink: netns {netns}")
         exec_in = ["ip", "netns", "exec", netns]
@@ -499,104 +515,174 @@ def part_netlink(cfg: Config, workdir: str, modes: list[Mode], results: Results)
         daemon = Service("netlink daemon", [*exec_in, *daemon_argv], path + ".log")
         started.append(daemon)
         daemon.start()
+        server_pids = [daemon.pid]
+        if cref_binary is not None:
+            cref = Service("C reference", [*exec_in, cref_binary, cref_path], cref_path + ".log")
+            started.append(cref)
+            cref.start()
+            server_pids.append(cref.pid)
         worker_argvs = [
             [*exec_in, *python_module("hycan.bench._nlworker", "--method", m)] for m in methods
         ]
-        with workers(worker_argvs) as running, DaemonClient(path, timeout=30) as client:
+        with (
+            workers(worker_argvs) as running,
+            hycan.DaemonClient(path, timeout=30) as client,
+            contextlib.closing(RawClient(path)) as raw,
+        ):
             by_method = dict(zip(methods, running, strict=True))
             for worker in running:
                 worker.wait_ready()
-
-            def via_daemon(count: int) -> list[int]:
-                clock = time.perf_counter_ns
-                samples = []
-                for i in range(count):
-                    start = clock()
-                    if i % 2 == 0:
-                        client.up("veth0")
-                    else:
-                        client.down("veth0")
-                    samples.append(clock() - start)
-                return samples
-
-            def in_worker(method: str, cpus: str) -> Callable[[int], list[int]]:
-                def measure(count: int) -> list[int]:
-                    worker = by_method[method]
-                    worker.send(f"{count + count % 2} {cpus}")
-                    answer: list[int] = worker.answer()
-                    return answer
-
-                return measure
 
             for run in range(cfg.runs):
                 for mode in modes:
                     progress(f"part 3 netlink: run {run + 1}/{cfg.runs}, {mode.name}")
                     cpus = ",".join(map(str, sorted(mode.client))) if mode.client else "-"
-                    with pinned(mode, [daemon.pid]):
+                    with pinned(mode, server_pids):
                         targets = {
-                            "daemon": via_daemon,
-                            "iproute": in_worker("iproute", cpus),
-                            "backend": in_worker("backend", cpus),
+                            "daemon": _toggler(client),
+                            "iproute": by_method["iproute"].measurer(cpus),
+                            "backend": by_method["backend"].measurer(cpus),
+                            "daemon_fail": measurer(raw, UP_MISSING),
                         }
+                        if cref_binary is not None:
+                            targets["cref"] = _oneshot_measurer(cref_path, _TOGGLE_FRAMES)
+                            targets["cref_fail"] = _oneshot_measurer(cref_path, [UP_MISSING])
                         samples = interleaved(cfg, targets, cfg.netlink_count)
-                        samples["ip"] = in_worker("ip", cpus)(cfg.ip_count)
+                        samples["ip"] = by_method["ip"].measurer(cpus)(cfg.ip_count)
                     for key, values in samples.items():
                         per.setdefault((key, mode.name), []).append(summarize_ns(values))
-                        if mode.name == results.primary_mode:
-                            label = {
-                                "daemon": "up/down: daemon",
-                                "iproute": "up/down: pyroute2 IPRoute",
-                                "backend": "up/down: NetlinkBackend in-process",
-                                "ip": "up/down: ip link (spawned)",
-                            }[key]
-                            results.samples.setdefault(f"netlink/{label}", []).extend(values)
+                        if mode.name == results.primary_mode and key in _PLOTTED:
+                            plotted = f"netlink/{_PLOTTED[key]}"
+                            results.samples.setdefault(plotted, []).extend(values)
         for line in Path(daemon.log_path).read_text(encoding="utf-8").splitlines():
             if " ERROR " in line or line.startswith("Traceback"):
                 results.note("netlink", f"daemon log: {line}")
     for mode in modes:
+        results.rows.extend(_netlink_rows(mode.name, per, with_cref=cref_binary is not None))
 
-        def runs(key: str, mode_name: str = mode.name) -> list[Summary]:
-            return per[(key, mode_name)]
 
-        iproute = ("IPRoute", runs("iproute"))
-        rows = [
+def _toggler(client: hycan.DaemonClient) -> Callable[[int], list[int]]:
+    """Up/down of veth0 through the daemon with the sync client, per-call times in ns."""
+
+    def measure(count: int) -> list[int]:
+        clock = time.perf_counter_ns
+        samples = []
+        for i in range(count):
+            start = clock()
+            if i % 2 == 0:
+                client.up("veth0")
+            else:
+                client.down("veth0")
+            samples.append(clock() - start)
+        return samples
+
+    return measure
+
+
+def _oneshot_measurer(path: str, frames: Sequence[bytes]) -> Callable[[int], list[int]]:
+    """Calls to the C reference the C++ client's way, cycling through ``frames``."""
+
+    def measure(count: int) -> list[int]:
+        clock = time.perf_counter_ns
+        samples = []
+        for i in range(count):
+            start = clock()
+            _oneshot.roundtrip(path, frames[i % len(frames)])
+            samples.append(clock() - start)
+        return samples
+
+    return measure
+
+
+_TOGGLE_FRAMES = (
+    encode_request(Op.INTERFACE_UP, b"veth0"),
+    encode_request(Op.INTERFACE_DOWN, b"veth0"),
+)
+_PLOTTED = {
+    "daemon": "up/down: daemon",
+    "iproute": "up/down: pyroute2 IPRoute",
+    "backend": "up/down: NetlinkBackend in-process",
+    "ip": "up/down: ip link (spawned)",
+    "cref": "up/down: C reference (C++ design)",
+}
+_CREF = "C reference of the C++ daemon's design (new connection per call, netlink socket per op)"
+
+
+def _netlink_rows(
+    mode: str, per: dict[tuple[str, str], list[Summary]], *, with_cref: bool
+) -> list[Row]:
+    def runs(key: str) -> list[Summary]:
+        return per[(key, mode)]
+
+    iproute = ("IPRoute", runs("iproute"))
+    daemon = ("daemon", runs("daemon"))
+    rows = [
+        latency_row(
+            "netlink", "up/down: pyroute2 IPRoute, in-process, reused", mode, runs("iproute")
+        ),
+        latency_row(
+            "netlink",
+            "up/down: through hycan-daemon (DaemonClient)",
+            mode,
+            runs("daemon"),
+            baseline=iproute,
+            goal="<= 1.0x IPRoute",
+            goal_id="3a up/down vs IPRoute",
+            note="C++ daemon 108/250 µs on its machine",
+        ),
+        latency_row(
+            "netlink",
+            "up/down: `ip link set` spawned",
+            mode,
+            runs("ip"),
+            baseline=daemon,
+            goal=">= 8x the daemon",
+            goal_id="3b up/down vs ip link",
+        ),
+        latency_row(
+            "netlink",
+            "up/down: hycan NetlinkBackend, in-process",
+            mode,
+            runs("backend"),
+            baseline=iproute,
+            note="no daemon, no policy lookup; diagnostic",
+        ),
+    ]
+    rows[1].met = rows[1].ratio is not None and rows[1].ratio <= 1.0
+    rows[2].met = rows[2].ratio is not None and rows[2].ratio >= 8.0
+    fail = latency_row(
+        "netlink",
+        "UP missing0: hycan-daemon, netlink backend (failing op, raw client loop)",
+        mode,
+        runs("daemon_fail"),
+        note="C++ daemon 72/176 µs on its machine",
+    )
+    rows.append(fail)
+    if with_cref:
+        beaten = [
             latency_row(
                 "netlink",
-                "up/down: pyroute2 IPRoute, in-process, reused",
-                mode.name,
-                runs("iproute"),
+                f"up/down: {_CREF}",
+                mode,
+                runs("cref"),
+                baseline=daemon,
+                goal=">= 1.0x the daemon (hycan faster)",
+                goal_id="C++ design: up/down",
             ),
             latency_row(
                 "netlink",
-                "up/down: through hycan-daemon (DaemonClient)",
-                mode.name,
-                runs("daemon"),
-                baseline=iproute,
-                goal="<= 1.0x IPRoute",
-                goal_id="3a up/down vs IPRoute",
-                note="C++ daemon 108/250 µs",
-            ),
-            latency_row(
-                "netlink",
-                "up/down: `ip link set` spawned",
-                mode.name,
-                runs("ip"),
-                baseline=("daemon", runs("daemon")),
-                goal=">= 8x the daemon",
-                goal_id="3b up/down vs ip link",
-            ),
-            latency_row(
-                "netlink",
-                "up/down: hycan NetlinkBackend, in-process",
-                mode.name,
-                runs("backend"),
-                baseline=iproute,
-                note="no daemon, no policy lookup; diagnostic",
+                f"UP missing0: {_CREF}",
+                mode,
+                runs("cref_fail"),
+                baseline=("daemon", runs("daemon_fail")),
+                goal=">= 1.0x the daemon (hycan faster)",
+                goal_id="C++ design: failing op",
             ),
         ]
-        rows[1].met = rows[1].ratio is not None and rows[1].ratio <= 1.0
-        rows[2].met = rows[2].ratio is not None and rows[2].ratio >= 8.0
-        results.rows.extend(rows)
+        for row in beaten:
+            row.met = row.ratio is not None and row.ratio >= 1.0
+        rows.extend(beaten)
+    return rows
 
 
 # --- part 4: start-up --------------------------------------------------------------------
