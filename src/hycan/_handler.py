@@ -134,22 +134,24 @@ class Handler:
             ) from None
         return f"{name} created"
 
-    def _existing(self, name: str) -> LinkStatus:
-        status = self.backend.status(name)
-        if not status.exists:
-            raise InterfaceNotFound(f"interface {name} not found")
-        return status
+    def _kind(self, name: str) -> str | None:
+        try:
+            return self.backend.kind(name)
+        except OSError as exc:
+            if exc.errno == errno.ENODEV:
+                raise InterfaceNotFound(f"interface {name} not found") from None
+            raise
 
     def _apply_policy(self, op: Op, name: str) -> None:
         assert self.policy is not None
         if self.policy.name_allowed(name):
             return  # allow-listed by name: whatever the link is, it may be acted on
-        refusal = self.policy.refusal(op, self._existing(name))
+        refusal = self.policy.refusal(op, LinkStatus(name, exists=True, kind=self._kind(name)))
         if refusal is not None:
             raise PermissionDenied(refusal)
 
     def _require_vcan(self, name: str) -> None:
-        kind = self._existing(name).kind
+        kind = self._kind(name)
         if kind != "vcan":
             raise PermissionDenied(
                 f"refusing to delete {name}: it is a {kind or 'non-virtual'} link "

@@ -40,5 +40,11 @@ class Backend(Protocol):
     def status(self, name: str) -> LinkStatus:
         """Describe a link; ``exists=False`` if there is none."""
 
+    def kind(self, name: str) -> str | None:
+        """The link's kind ("vcan", "veth", ...; None for a plain device); ENODEV if missing.
+
+        What the policy checks before acting on a name (may be cached: a kind never
+        changes, but the link a name refers to can)."""
+
     def close(self) -> None:
         """Release kernel resources."""

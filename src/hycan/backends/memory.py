@@ -122,6 +122,10 @@ class MemoryBackend:
             raise _fail(errno.EBUSY, name)
         link.can["state"] = "ERROR_ACTIVE"
 
+    def kind(self, name: str) -> str | None:
+        """The link's kind; ENODEV if missing."""
+        return self._get(name).kind
+
     def status(self, name: str) -> LinkStatus:
         """Describe a link."""
         link = self._links.get(name)

@@ -1,4 +1,4 @@
-"""The real backend: rtnetlink through one AF_NETLINK socket kept open for the daemon's life.
+"""The real backend: rtnetlink through AF_NETLINK sockets kept open for the daemon's life.
 
 Requests are built with pyroute2's ``ifinfmsg`` class (no hand-packed netlink), but sent on
 our own blocking socket instead of through pyroute2's asyncio-based ``IPRoute``: rtnetlink
@@ -17,6 +17,10 @@ What keeps a request in the tens of microseconds (see docs/perf.md):
   the attributes it reports, walking the attribute list with ``struct``; attribute numbers
   and the operstate names come from pyroute2's own tables (CAN links, rare and rich, are
   still decoded by pyroute2).
+- The policy's question "what kind of link is this name?" is answered from
+  :class:`~hycan.backends._linkkinds.LinkKinds`, kept exact by the kernel's link
+  notifications, so UP/DOWN of a vcan (or a failing op on a missing name) needs no
+  RTM_GETLINK after the first.
 - Few system calls: the kernel answers inside ``send()``, so replies are read without
   waiting (``MSG_DONTWAIT``) and ``poll()`` (bounded by the timeout) is only used when one
   is not there yet; RTM_GETLINK asks for no separate ACK, the link message is the answer.
@@ -40,97 +44,19 @@ from pyroute2.netlink import (
     NLMSG_ERROR,
 )
 from pyroute2.netlink.rtnl import RTM_DELLINK, RTM_GETLINK, RTM_NEWLINK
-from pyroute2.netlink.rtnl.ifinfmsg import IFF_UP, ifinfmsg, state_by_code
+from pyroute2.netlink.rtnl.ifinfmsg import IFF_UP, ifinfmsg
 
 from hycan._canconfig import CanSettings
-from hycan.backends._canlink import can_restart_attrs, can_settings_attrs, can_status
+from hycan.backends._canlink import can_restart_attrs, can_settings_attrs
+from hycan.backends._linkkinds import LinkKinds
+from hycan.backends._linkmsg import NLMSG_HEADER, U32, parse_link
 from hycan.backends.base import LinkStatus
 
-_NLMSG_HEADER = struct.Struct("=IHHII")  # length, type, flags, sequence, port id
 _SEQ_OFFSET = 8  # of the sequence number inside the header
 _NLMSG_ERRNO = struct.Struct("=i")
-_IFINFOMSG = struct.Struct("=BxHiII")  # family, type, index, flags, change
-_NLA_HEADER = struct.Struct("=HH")  # length, type (4 bytes)
-_NLA_TYPE_MASK = 0x3FFF  # without NLA_F_NESTED / NLA_F_NET_BYTEORDER
-_U32 = struct.Struct("=I")
 _RECV_SIZE = 65536
 RTEXT_FILTER_SKIP_STATS = 1 << 3
 _MAX_CACHED = 1024  # encoded requests kept (names are client-chosen: bound the memory)
-
-
-def _nla_type(nla_map: Any, name: str) -> int:
-    """The attribute number of ``name`` in a pyroute2 ``nla_map`` (implicit or explicit ids)."""
-    for position, entry in enumerate(nla_map):
-        if entry[-2] == name:
-            return int(entry[0]) if len(entry) == 3 else position
-    raise LookupError(f"{name} is not in pyroute2's attribute table")
-
-
-_IFLA_MTU = _nla_type(ifinfmsg.nla_map, "IFLA_MTU")
-_IFLA_OPERSTATE = _nla_type(ifinfmsg.nla_map, "IFLA_OPERSTATE")
-_IFLA_LINKINFO = _nla_type(ifinfmsg.nla_map, "IFLA_LINKINFO")
-_IFLA_INFO_KIND = _nla_type(ifinfmsg.ifinfo.nla_map, "IFLA_INFO_KIND")
-_LINK_ATTRS = frozenset({_IFLA_MTU, _IFLA_OPERSTATE, _IFLA_LINKINFO})
-_LINKINFO_ATTRS = frozenset({_IFLA_INFO_KIND})
-
-
-def _attributes(
-    data: bytes, offset: int, end: int, wanted: frozenset[int]
-) -> dict[int, tuple[int, int]]:
-    """Attribute type -> (payload start, payload end), for the first of each wanted type."""
-    found: dict[int, tuple[int, int]] = {}
-    unpack = _NLA_HEADER.unpack_from
-    while offset + 4 <= end and len(found) < len(wanted):
-        length, nla_type = unpack(data, offset)
-        if length < 4 or offset + length > end:
-            break  # malformed: stop rather than read past the message
-        nla_type &= _NLA_TYPE_MASK
-        if nla_type in wanted and nla_type not in found:
-            found[nla_type] = (offset + 4, offset + length)
-        offset += (length + 3) & ~3
-    return found
-
-
-def _string(data: bytes, span: tuple[int, int]) -> str:
-    """A NUL-terminated netlink string attribute, as pyroute2's ``asciiz`` decodes it."""
-    return data[span[0] : span[1]].strip(b"\0").decode("utf-8", "replace")
-
-
-def parse_link(name: str, data: bytes) -> LinkStatus:
-    """The STATUS fields of one RTM_NEWLINK message (``data`` starts at its header)."""
-    (end,) = _U32.unpack_from(data, 0)
-    end = min(end, len(data))
-    base = _NLMSG_HEADER.size
-    if end < base + _IFINFOMSG.size:
-        raise OSError(errno.EPROTO, "truncated RTM_NEWLINK from the kernel")
-    _family, _type, index, flags, _change = _IFINFOMSG.unpack_from(data, base)
-    attrs = _attributes(data, base + _IFINFOMSG.size, end, _LINK_ATTRS)
-    kind = None
-    if (linkinfo := attrs.get(_IFLA_LINKINFO)) is not None:
-        info = _attributes(data, linkinfo[0], linkinfo[1], _LINKINFO_ATTRS)
-        if (kind_span := info.get(_IFLA_INFO_KIND)) is not None:
-            kind = _string(data, kind_span)
-    operstate = None
-    if (state := attrs.get(_IFLA_OPERSTATE)) is not None and state[1] > state[0]:
-        operstate = state_by_code.get(data[state[0]])
-    mtu = None
-    if (mtu_span := attrs.get(_IFLA_MTU)) is not None and mtu_span[1] - mtu_span[0] >= 4:
-        (mtu,) = _U32.unpack_from(data, mtu_span[0])
-    can = None
-    if kind == "can":  # rare and rich: let pyroute2 decode the CAN attributes
-        msg = ifinfmsg(data[:end])
-        msg.decode()
-        can = can_status(msg.get_attr("IFLA_LINKINFO"))
-    return LinkStatus(
-        name,
-        exists=True,
-        kind=kind,
-        up=bool(flags & IFF_UP),
-        operstate=operstate,
-        mtu=mtu,
-        ifindex=index,
-        can=can,
-    )
 
 
 class NetlinkBackend:
@@ -141,6 +67,7 @@ class NetlinkBackend:
         self._seq = 0
         self._encoded: dict[tuple[Any, ...], bytes] = {}
         self._sock, self._poll = self._open()
+        self._kinds = LinkKinds()
 
     def _open(self) -> tuple[socket.socket, select.poll]:
         # Blocking (no socket timeout, which would poll() before every call): sends to the
@@ -187,9 +114,23 @@ class NetlinkBackend:
             raise OSError(errno.EPROTO, "the kernel acknowledged RTM_GETLINK without a link")
         return parse_link(name, reply)
 
+    def kind(self, name: str) -> str | None:
+        """The link's kind; ENODEV if missing. Answered from :class:`LinkKinds` (kept
+        current by link notifications) when it knows, else by RTM_GETLINK."""
+        known = self._kinds.lookup(name)
+        if known is None:
+            status = self.status(name)
+            self._kinds.remember(status)
+            known = status.exists, status.kind
+        exists, kind = known
+        if not exists:
+            raise OSError(errno.ENODEV, os.strerror(errno.ENODEV), name)
+        return kind
+
     def close(self) -> None:
-        """Close the netlink socket."""
+        """Close the netlink sockets."""
         self._sock.close()
+        self._kinds.close()
 
     def _build(
         self,
@@ -246,7 +187,7 @@ class NetlinkBackend:
         frame = bytearray(self._build(msg_type, nl_flags, name, **fields))
         self._seq = self._seq % 0x7FFFFFFF + 1
         seq = self._seq
-        _U32.pack_into(frame, _SEQ_OFFSET, seq)
+        U32.pack_into(frame, _SEQ_OFFSET, seq)
         try:
             self._sock.send(frame)
             code, reply = self._receive(seq, fields.get("ack", True))
@@ -265,13 +206,13 @@ class NetlinkBackend:
         while True:
             data = self._recv()
             offset = 0
-            while offset + _NLMSG_HEADER.size <= len(data):
-                length, msg_type, _flags, msg_seq, _port = _NLMSG_HEADER.unpack_from(data, offset)
-                if length < _NLMSG_HEADER.size:
+            while offset + NLMSG_HEADER.size <= len(data):
+                length, msg_type, _flags, msg_seq, _port = NLMSG_HEADER.unpack_from(data, offset)
+                if length < NLMSG_HEADER.size:
                     raise OSError(errno.EPROTO, "malformed netlink message from the kernel")
                 if msg_seq == seq:
                     if msg_type == NLMSG_ERROR:
-                        (code,) = _NLMSG_ERRNO.unpack_from(data, offset + _NLMSG_HEADER.size)
+                        (code,) = _NLMSG_ERRNO.unpack_from(data, offset + NLMSG_HEADER.size)
                         return -code, reply
                     if msg_type == NLMSG_DONE:
                         return 0, reply
