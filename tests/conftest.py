@@ -124,6 +124,15 @@ class Netns:
             ["ip", "-n", self.name, *args], check=True, capture_output=True, text=True
         ).stdout
 
+    def python(self, script: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+        """Run a Python script inside this netns with this interpreter."""
+        return subprocess.run(
+            ["ip", "netns", "exec", self.name, sys.executable, "-c", script],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+
     def link_is_up(self, link: str) -> bool:
         flags = self.ip("-o", "link", "show", link).split("<", 1)[1].split(">", 1)[0]
         return "UP" in flags.split(",")

@@ -7,8 +7,6 @@ with ``ip``, and counts how often the backend had to ask the kernel (RTM_GETLINK
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import textwrap
 
 import pytest
@@ -70,12 +68,7 @@ SCRIPT = textwrap.dedent(
 
 
 def test_kind_cache_stays_exact(netns: Netns) -> None:
-    result = subprocess.run(
-        ["ip", "netns", "exec", netns.name, sys.executable, "-c", SCRIPT],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    result = netns.python(SCRIPT)
     assert result.returncode == 0, result.stderr
     steps = {label: tuple(rest) for label, *rest in json.loads(result.stdout)}
     assert steps["first lookup"] == ("veth0", "veth", 1)

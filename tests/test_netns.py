@@ -105,11 +105,6 @@ def test_broken_netlink_socket_is_reopened(netns: Netns) -> None:
         print("then:", backend.status("lo").exists)
         """
     )
-    result = subprocess.run(
-        ["ip", "netns", "exec", netns.name, sys.executable, "-c", script],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    result = netns.python(script)
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines() == ["failed once: 9", "then: True"]
