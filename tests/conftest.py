@@ -124,12 +124,15 @@ class Netns:
             ["ip", "-n", self.name, *args], check=True, capture_output=True, text=True
         ).stdout
 
-    def python(self, script: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    def python(
+        self, script: str, env: dict[str, str] | None = None, timeout: float = 120
+    ) -> subprocess.CompletedProcess[str]:
         """Run a Python script inside this netns with this interpreter."""
         return subprocess.run(
             ["ip", "netns", "exec", self.name, sys.executable, "-c", script],
             capture_output=True,
             text=True,
+            env=env,
             timeout=timeout,
         )
 

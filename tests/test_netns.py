@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
@@ -62,14 +60,7 @@ def test_in_process_fallback_without_daemon(netns: Netns, tmp_path: Path) -> Non
             print(net.status().up)
         """
     )
-    env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin"}
-    result = subprocess.run(
-        ["ip", "netns", "exec", netns.name, sys.executable, "-c", script],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=60,
-    )
+    result = netns.python(script, env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin"})
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "True"
     assert netns.link_is_up("veth0")
@@ -82,13 +73,7 @@ def test_no_fallback_when_disabled(netns: Netns) -> None:
         "try:\n    hycan.Netlink('veth0', create=False)\n"
         "except hycan.DaemonUnavailable as e:\n    print('unavailable')\n"
     )
-    result = subprocess.run(
-        ["ip", "netns", "exec", netns.name, sys.executable, "-c", script],
-        capture_output=True,
-        text=True,
-        env={"PATH": "/usr/bin:/bin", "HYCAN_NO_FALLBACK": "1"},
-        timeout=60,
-    )
+    result = netns.python(script, env={"PATH": "/usr/bin:/bin", "HYCAN_NO_FALLBACK": "1"})
     assert result.stdout.strip() == "unavailable", result.stderr
 
 
