@@ -515,7 +515,14 @@ def part_netlink(cfg: Config, workdir: str, modes: list[Mode], results: Results)
         daemon = Service("netlink daemon", [*exec_in, *daemon_argv], path + ".log")
         started.append(daemon)
         daemon.start()
-        server_pids = [daemon.pid]
+        threaded_path = os.path.join(workdir, "threaded.sock")
+        threaded_argv = python_module(
+            "hycan.bench._threaded", "--socket", threaded_path, "--allow-iface", "veth*"
+        )
+        threaded = Service("threaded", [*exec_in, *threaded_argv], threaded_path + ".log")
+        started.append(threaded)
+        threaded.start()
+        server_pids = [daemon.pid, threaded.pid]
         if cref_binary is not None:
             cref = Service("C reference", [*exec_in, cref_binary, cref_path], cref_path + ".log")
             started.append(cref)
@@ -528,6 +535,8 @@ def part_netlink(cfg: Config, workdir: str, modes: list[Mode], results: Results)
             workers(worker_argvs) as running,
             hycan.DaemonClient(path, timeout=30) as client,
             contextlib.closing(RawClient(path)) as raw,
+            hycan.DaemonClient(threaded_path, timeout=30) as threaded_client,
+            contextlib.closing(RawClient(threaded_path)) as threaded_raw,
         ):
             by_method = dict(zip(methods, running, strict=True))
             for worker in running:
@@ -543,6 +552,8 @@ def part_netlink(cfg: Config, workdir: str, modes: list[Mode], results: Results)
                             "iproute": by_method["iproute"].measurer(cpus),
                             "backend": by_method["backend"].measurer(cpus),
                             "daemon_fail": measurer(raw, UP_MISSING),
+                            "threaded": _toggler(threaded_client),
+                            "threaded_fail": measurer(threaded_raw, UP_MISSING),
                         }
                         if cref_binary is not None:
                             targets["cref"] = _oneshot_measurer(cref_path, _TOGGLE_FRAMES)
@@ -605,6 +616,7 @@ _PLOTTED = {
     "ip": "up/down: ip link (spawned)",
     "cref": "up/down: C reference (C++ design)",
 }
+_THREADED = "the daemon's request path on a blocking thread per connection, no trio"
 _CREF = "C reference of the C++ daemon's design (new connection per call, netlink socket per op)"
 
 
@@ -658,6 +670,24 @@ def _netlink_rows(
         note="C++ daemon 72/176 µs on its machine",
     )
     rows.append(fail)
+    rows += [
+        latency_row(
+            "netlink",
+            f"up/down: {_THREADED}",
+            mode,
+            runs("threaded"),
+            baseline=daemon,
+            note="diagnostic",
+        ),
+        latency_row(
+            "netlink",
+            f"UP missing0: {_THREADED}",
+            mode,
+            runs("threaded_fail"),
+            baseline=("daemon", runs("daemon_fail")),
+            note="diagnostic",
+        ),
+    ]
     if with_cref:
         beaten = [
             latency_row(
