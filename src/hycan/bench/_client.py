@@ -8,7 +8,8 @@ the daemon and to the echo baselines, so the ratio isolates the server.
 from __future__ import annotations
 
 import socket
-import time
+
+from hycan.bench._stats import time_each
 
 RECV_SIZE = 65536
 HEADER = 4
@@ -45,14 +46,8 @@ class RawClient:
 
     def measure(self, frame: bytes, count: int) -> list[int]:
         """Round-trip ``frame`` ``count`` times; per-call times in nanoseconds."""
-        clock = time.perf_counter_ns
         roundtrip = self.roundtrip
-        samples = [0] * count
-        for i in range(count):
-            start = clock()
-            roundtrip(frame)
-            samples[i] = clock() - start
-        return samples
+        return time_each(lambda _: roundtrip(frame), count)
 
     def close(self) -> None:
         """Close the connection."""

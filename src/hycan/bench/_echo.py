@@ -20,6 +20,8 @@ import socket
 import sys
 import threading
 
+from hycan.bench._system import listen_unix
+
 UNKNOWN_OP_REPLY = bytes.fromhex("00060000")  # failure, code 6, empty message
 RECV_SIZE = 65536
 
@@ -93,11 +95,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--lifetime", type=int, default=3600, help="exit after this many s")
     args = parser.parse_args(argv)
     signal.alarm(args.lifetime)  # never outlive a benchmark that forgot us
-    with contextlib.suppress(FileNotFoundError):
-        os.unlink(args.socket)
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    sock.bind(args.socket)
-    sock.listen(512)
+    sock = listen_unix(args.socket, 512)
     print(f"{args.kind} echo: serving on {args.socket} (pid {os.getpid()})", flush=True)
     replies = dict(args.reply)
     if args.kind == "trio":

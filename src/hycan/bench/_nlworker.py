@@ -17,9 +17,9 @@ import argparse
 import json
 import subprocess
 import sys
-import time
 from collections.abc import Callable
 
+from hycan.bench._stats import time_each
 from hycan.bench._system import pin_self
 
 MAX_COMMANDS = 10_000
@@ -63,18 +63,13 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     toggle = toggler(args.method, args.iface)
     print("ready", flush=True)
-    clock = time.perf_counter_ns
     for _ in range(MAX_COMMANDS):
         line = sys.stdin.readline()
         if not line.strip():
             break
         count_text, cpus_text = line.split()
         pin_self(None if cpus_text == "-" else frozenset(map(int, cpus_text.split(","))))
-        samples = []
-        for i in range(int(count_text)):
-            start = clock()
-            toggle(i % 2 == 0)
-            samples.append(clock() - start)
+        samples = time_each(lambda i: toggle(i % 2 == 0), int(count_text))
         print(json.dumps(samples), flush=True)
     return 0
 

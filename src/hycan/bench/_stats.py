@@ -3,9 +3,21 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
+
+
+def time_each(call: Callable[[int], object], count: int) -> list[int]:
+    """Run ``call(0)`` .. ``call(count - 1)``; each call's duration in nanoseconds."""
+    clock = time.perf_counter_ns
+    samples = [0] * count
+    for i in range(count):
+        start = clock()
+        call(i)
+        samples[i] = clock() - start
+    return samples
 
 
 def percentile(sorted_values: Sequence[float], q: float) -> float:

@@ -9,6 +9,7 @@ import platform
 import select
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -164,16 +165,33 @@ class Service:
         if self.proc is not None:
             if self.proc.poll() is None:
                 self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout)
-            if self.proc.stdout is not None:
-                self.proc.stdout.close()
+            reap(self.proc, timeout)
         if self._log is not None:
             self._log.close()
             self._log = None
+
+
+def reap(proc: subprocess.Popen[str], timeout: float) -> None:
+    """Wait for ``proc`` to exit (after it was told to), SIGKILL it after ``timeout``;
+    close our end of its stdout."""
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout)
+    if proc.stdout is not None:
+        with contextlib.suppress(OSError, ValueError):
+            proc.stdout.close()
+
+
+def listen_unix(path: str, backlog: int) -> socket.socket:
+    """A listening AF_UNIX stream socket on ``path`` (a leftover file there is replaced)."""
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.bind(path)
+    sock.listen(backlog)
+    return sock
 
 
 @contextlib.contextmanager

@@ -25,6 +25,7 @@ from hycan._handler import Handler
 from hycan._peercred import peer_credentials
 from hycan._protocol import BadRequest, Request, RequestDecoder
 from hycan.backends.netlink import NetlinkBackend
+from hycan.bench._system import listen_unix
 from hycan.daemon.audit import audit_logger
 from hycan.daemon.policy import InterfacePolicy
 from hycan.daemon.server import Server
@@ -55,11 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     policy = InterfacePolicy(tuple(args.allow_iface))
     server = Server(Handler(NetlinkBackend(), policy=policy))
     lock = threading.Lock()
-    with contextlib.suppress(FileNotFoundError):
-        os.unlink(args.socket)
-    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    listener.bind(args.socket)
-    listener.listen(128)
+    listener = listen_unix(args.socket, 128)
     print(f"threaded hycan path: serving on {args.socket} (pid {os.getpid()})", flush=True)
     while True:
         conn, _ = listener.accept()

@@ -38,7 +38,7 @@ from hycan.bench._report import (
     plot,
     write_json,
 )
-from hycan.bench._stats import Summary, median, summarize_ns
+from hycan.bench._stats import Summary, median, summarize_ns, time_each
 from hycan.bench._system import (
     Mode,
     Service,
@@ -48,6 +48,7 @@ from hycan.bench._system import (
     pin_process,
     pin_self,
     python_module,
+    reap,
     services,
     throwaway_netns,
 )
@@ -374,14 +375,7 @@ class Worker:
         with contextlib.suppress(OSError, ValueError):
             if self.proc.stdin is not None:
                 self.proc.stdin.close()
-        try:
-            self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(timeout)
-        if self.proc.stdout is not None:
-            with contextlib.suppress(OSError, ValueError):
-                self.proc.stdout.close()
+        reap(self.proc, timeout)
 
     def close_log(self) -> None:
         """Release the stderr file (after ``stop``)."""
@@ -575,34 +569,20 @@ def part_netlink(cfg: Config, workdir: str, modes: list[Mode], results: Results)
 def _toggler(client: hycan.DaemonClient) -> Callable[[int], list[int]]:
     """Up/down of veth0 through the daemon with the sync client, per-call times in ns."""
 
-    def measure(count: int) -> list[int]:
-        clock = time.perf_counter_ns
-        samples = []
-        for i in range(count):
-            start = clock()
-            if i % 2 == 0:
-                client.up("veth0")
-            else:
-                client.down("veth0")
-            samples.append(clock() - start)
-        return samples
+    def toggle(i: int) -> None:
+        if i % 2 == 0:
+            client.up("veth0")
+        else:
+            client.down("veth0")
 
-    return measure
+    return lambda count: time_each(toggle, count)
 
 
 def _oneshot_measurer(path: str, frames: Sequence[bytes]) -> Callable[[int], list[int]]:
     """Calls to the C reference the C++ client's way, cycling through ``frames``."""
-
-    def measure(count: int) -> list[int]:
-        clock = time.perf_counter_ns
-        samples = []
-        for i in range(count):
-            start = clock()
-            _oneshot.roundtrip(path, frames[i % len(frames)])
-            samples.append(clock() - start)
-        return samples
-
-    return measure
+    return lambda count: time_each(
+        lambda i: _oneshot.roundtrip(path, frames[i % len(frames)]), count
+    )
 
 
 _TOGGLE_FRAMES = (
@@ -807,13 +787,8 @@ def part_clients(cfg: Config, servers: Servers, modes: list[Mode], results: Resu
     clock = time.perf_counter_ns
 
     def sync_measure(count: int) -> list[int]:
-        samples = []
         with DaemonClient(path, timeout=30) as client:
-            for _ in range(count):
-                start = clock()
-                client.ping()
-                samples.append(clock() - start)
-        return samples
+            return time_each(lambda _: client.ping(), count)
 
     def trio_measure(count: int) -> list[int]:
         async def measure() -> list[int]:
