@@ -339,26 +339,30 @@ def pid_gone(pid: int) -> bool:
     return False
 
 
+def with_daemon(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    """scripts/test_with_daemon.sh ARGS, with the stub daemon's environment."""
+    return subprocess.run(
+        ["bash", str(WITH_DAEMON), *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+    )
+
+
 def test_with_daemon_runs_command_and_cleans_up(
     stub: tuple[dict[str, str], Path, Path], tmp_path: Path
 ) -> None:
     env, short, record = stub
     seen = tmp_path / "seen"
-    result = subprocess.run(
-        [
-            "bash",
-            str(WITH_DAEMON),
-            "--daemon-arg",
-            "--log-level=DEBUG",
-            "--",
-            "sh",
-            "-c",
-            f'test -S "$HYCAN_DAEMON_SOCKET" && echo "$HYCAN_DAEMON_SOCKET" > {seen}; exit 7',
-        ],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=TIMEOUT,
+    result = with_daemon(
+        env,
+        "--daemon-arg",
+        "--log-level=DEBUG",
+        "--",
+        "sh",
+        "-c",
+        f'test -S "$HYCAN_DAEMON_SOCKET" && echo "$HYCAN_DAEMON_SOCKET" > {seen}; exit 7',
     )
     assert result.returncode == 7, result.stderr
     info = json.loads(record.read_text())
@@ -381,13 +385,7 @@ def test_with_daemon_netlink_option_and_success_status(
     stub: tuple[dict[str, str], Path, Path],
 ) -> None:
     env, short, record = stub
-    result = subprocess.run(
-        ["bash", str(WITH_DAEMON), "--netlink", "true"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=TIMEOUT,
-    )
+    result = with_daemon(env, "--netlink", "true")
     assert result.returncode == 0, result.stderr
     info = json.loads(record.read_text())
     assert info["args"][:2] == ["--backend", "netlink"]
@@ -398,13 +396,7 @@ def test_with_daemon_netlink_option_and_success_status(
 def test_with_daemon_cleans_up_when_terminated(stub: tuple[dict[str, str], Path, Path]) -> None:
     env, short, record = stub
     # The command sends SIGTERM to the script (its parent), then exits.
-    result = subprocess.run(
-        ["bash", str(WITH_DAEMON), "--", "sh", "-c", "kill -TERM $PPID"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=TIMEOUT,
-    )
+    result = with_daemon(env, "--", "sh", "-c", "kill -TERM $PPID")
     assert result.returncode == 128 + signal.SIGTERM, result.stderr
     assert pid_gone(json.loads(record.read_text())["pid"])
     assert list(short.iterdir()) == []
@@ -414,13 +406,7 @@ def test_with_daemon_reports_a_daemon_that_fails_to_start(
     stub: tuple[dict[str, str], Path, Path],
 ) -> None:
     env, short, _ = stub
-    result = subprocess.run(
-        ["bash", str(WITH_DAEMON), "--", "true"],
-        env={**env, "STUB_FAIL": "1"},
-        capture_output=True,
-        text=True,
-        timeout=TIMEOUT,
-    )
+    result = with_daemon({**env, "STUB_FAIL": "1"}, "--", "true")
     assert result.returncode == 1
     assert "exited with status 3 before it was ready" in result.stderr
     assert "stub: cannot start" in result.stderr
@@ -429,12 +415,6 @@ def test_with_daemon_reports_a_daemon_that_fails_to_start(
 
 def test_with_daemon_rejects_unknown_backend(stub: tuple[dict[str, str], Path, Path]) -> None:
     env, _, _ = stub
-    result = subprocess.run(
-        ["bash", str(WITH_DAEMON), "--backend", "kernel", "--", "true"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=TIMEOUT,
-    )
+    result = with_daemon(env, "--backend", "kernel", "--", "true")
     assert result.returncode == 2
     assert "--backend must be memory or netlink" in result.stderr
