@@ -117,7 +117,9 @@ def test_cap_names() -> None:
     assert len(CAP_NAMES) == 41
 
 
-@pytest.mark.skipif(shutil.which("capsh") is None, reason="capsh (libcap2-bin) not installed")
+@pytest.mark.skipif(
+    shutil.which("capsh") is None, reason="capsh not installed (apt-get install libcap2-bin)"
+)
 def test_cap_names_match_libcap() -> None:
     out = subprocess.run(
         ["capsh", f"--decode={(1 << len(CAP_NAMES)) - 1:#x}"],
@@ -148,8 +150,12 @@ def test_has_cap_net_admin_follows_effective_set() -> None:
     assert has_cap_net_admin() == bool(read_cap_state("thread-self").effective & NET_ADMIN_MASK)
 
 
-@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to start children with chosen caps")
-@pytest.mark.skipif(shutil.which("setpriv") is None, reason="setpriv (util-linux) not installed")
+@pytest.mark.skipif(
+    os.geteuid() != 0, reason="needs root to start children with chosen caps (CI runs as root)"
+)
+@pytest.mark.skipif(
+    shutil.which("setpriv") is None, reason="setpriv not installed (apt-get install util-linux)"
+)
 @pytest.mark.parametrize(
     ("bounding", "expected"),
     [("-all,+net_admin", "True"), ("-net_admin", "False")],

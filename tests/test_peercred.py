@@ -92,7 +92,9 @@ def _connect_as(path: str, uid: int, gid: int, groups: list[int]) -> None:
         os._exit(status)
 
 
-@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to connect as another uid")
+@pytest.mark.skipif(
+    os.geteuid() != 0, reason="needs root to connect as another uid (CI runs as root)"
+)
 @pytest.mark.parametrize(
     "groups",
     [[4444], list(range(5299, 4999, -1))],  # 300 groups: more than getsockopt's 1024 bytes

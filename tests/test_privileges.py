@@ -32,10 +32,12 @@ NET_ADMIN_ONLY = "0000000000001000"
 NO_CAPS = "0000000000000000"
 
 needs_root = pytest.mark.skipif(
-    os.geteuid() != 0, reason="real capability drops need root (CAP_SETPCAP, CAP_SETUID)"
+    os.geteuid() != 0,
+    reason="real capability drops need root (CAP_SETPCAP, CAP_SETUID); CI runs as root",
 )
 needs_setpriv = pytest.mark.skipif(
-    shutil.which("setpriv") is None, reason="setpriv (util-linux) starts the restricted children"
+    shutil.which("setpriv") is None,
+    reason="setpriv is not installed (apt-get install util-linux): it starts the children",
 )
 needs_x86_64 = pytest.mark.skipif(
     platform.machine() != "x86_64", reason="the seccomp filter uses x86_64 syscall numbers"
@@ -209,7 +211,7 @@ def assert_net_admin_only(status: dict[str, str], *, inheritable: str = NO_CAPS)
 def throwaway_user() -> Iterator[pwd.struct_passwd]:
     """A fresh system user (and its group), deleted again whatever happens."""
     if shutil.which("useradd") is None:
-        pytest.skip("useradd is not installed")
+        pytest.skip("useradd is not installed (apt-get install passwd; CI has it)")
     name = f"hycan-test-{secrets.token_hex(4)}"
     subprocess.run(
         ["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", name],
