@@ -45,8 +45,8 @@ class AuditLog:
         health check polling the daemon does not flood the log; everything that changes
         or fails is INFO.
         """
-        level = "DEBUG" if routine else "INFO"
-        if audit_logger.isEnabledFor(logging.DEBUG if routine else logging.INFO):
+        level, number = ("DEBUG", logging.DEBUG) if routine else ("INFO", logging.INFO)
+        if audit_logger.isEnabledFor(number):
             self._lines.append(
                 f"{level} uid={peer.uid} gid={peer.gid} pid={peer.pid} op={op} "
                 f"name={_quoted(name)} result={result}"
