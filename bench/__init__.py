@@ -1,4 +1,4 @@
-"""``python -m hycan.bench``: hycan's performance, side by side with baselines in one run.
+"""``python -m bench`` (from the repository root): hycan's performance beside baselines.
 
 Five parts (see docs/perf.md for how to read the table):
 
@@ -13,5 +13,5 @@ Five parts (see docs/perf.md for how to read the table):
 5. ``clients`` -- the trio client vs the sync client on PING.
 
 Goals are ratios against a baseline measured in the same run; tests never assert speed.
-Nothing here is imported by ``import hycan``.
+Not part of the ``hycan`` package (its wheel has none of this): ``nox -s bench`` runs it.
 """

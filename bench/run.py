@@ -25,10 +25,9 @@ from pathlib import Path
 from typing import IO, Any
 
 import hycan
-from hycan._protocol import Op, encode_request
-from hycan.bench import _oneshot
-from hycan.bench._client import RawClient
-from hycan.bench._report import (
+from bench import _oneshot
+from bench._client import RawClient
+from bench._report import (
     SECTIONS,
     Results,
     Row,
@@ -38,8 +37,8 @@ from hycan.bench._report import (
     plot,
     write_json,
 )
-from hycan.bench._stats import Summary, median, summarize_ns, time_each
-from hycan.bench._system import (
+from bench._stats import Summary, median, summarize_ns, time_each
+from bench._system import (
     Mode,
     Service,
     latency_modes,
@@ -52,6 +51,7 @@ from hycan.bench._system import (
     services,
     throwaway_netns,
 )
+from hycan._protocol import Op, encode_request
 
 PING = encode_request(Op.PING, b"")
 STATUS_LO = encode_request(Op.STATUS, b"lo")
@@ -170,7 +170,7 @@ def start_servers(workdir: str, started: list[Service]) -> Servers:
 
     def echo(kind: str) -> Service:
         path = os.path.join(workdir, f"echo-{kind}.sock")
-        argv = python_module("hycan.bench._echo", "--kind", kind, "--socket", path, *reply_args)
+        argv = python_module("bench._echo", "--kind", kind, "--socket", path, *reply_args)
         service = Service(f"{kind} echo", argv, os.path.join(workdir, f"echo-{kind}.log"))
         started.append(service)
         return service.start()
@@ -402,7 +402,7 @@ def drive_load(cfg: Config, path: str) -> tuple[float, list[int]]:
     sizes = [share + (1 if i < extra else 0) for i in range(cfg.load_processes)]
     argvs = [
         python_module(
-            "hycan.bench._load",
+            "bench._load",
             "--socket",
             path,
             "--conns",
@@ -511,7 +511,7 @@ def part_netlink(cfg: Config, workdir: str, modes: list[Mode], results: Results)
         daemon.start()
         threaded_path = os.path.join(workdir, "threaded.sock")
         threaded_argv = python_module(
-            "hycan.bench._threaded", "--socket", threaded_path, "--allow-iface", "veth*"
+            "bench._threaded", "--socket", threaded_path, "--allow-iface", "veth*"
         )
         threaded = Service("threaded", [*exec_in, *threaded_argv], threaded_path + ".log")
         started.append(threaded)
@@ -523,7 +523,7 @@ def part_netlink(cfg: Config, workdir: str, modes: list[Mode], results: Results)
             cref.start()
             server_pids.append(cref.pid)
         worker_argvs = [
-            [*exec_in, *python_module("hycan.bench._nlworker", "--method", m)] for m in methods
+            [*exec_in, *python_module("bench._nlworker", "--method", m)] for m in methods
         ]
         with (
             workers(worker_argvs) as running,
@@ -832,7 +832,7 @@ def part_clients(cfg: Config, servers: Servers, modes: list[Mode], results: Resu
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     """The command line."""
     parser = argparse.ArgumentParser(
-        prog="python -m hycan.bench",
+        prog="python -m bench",
         description="Measure hycan side by side with its baselines; print a table, write JSON.",
     )
     parser.add_argument("--quick", action="store_true", help="tiny counts: a smoke run (<60 s)")
@@ -909,7 +909,7 @@ def run_sections(cfg: Config, workdir: str, results: Results) -> bool:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of ``python -m hycan.bench``."""
+    """Entry point of ``python -m bench``."""
     args = parse_args(argv)
     cfg = make_config(args)
     results = Results(meta={**machine_info(), "config": asdict(cfg)})
