@@ -86,3 +86,12 @@ def test_quick_bench_writes_every_section(tmp_path: Path) -> None:
         assert png.stat().st_size > 0
     else:
         assert "plot not written: matplotlib is not installed" in result.stdout
+
+
+def test_the_hycan_package_carries_no_benchmark() -> None:
+    # The wheel is built from src/hycan: no bench module there, nothing but Python files.
+    package = ROOT / "src" / "hycan"
+    files = [p for p in package.rglob("*") if p.is_file() and "__pycache__" not in p.parts]
+    assert {p.suffix for p in files} <= {".py", ".typed"}, sorted(map(str, files))
+    assert not [p for p in files if "bench" in p.relative_to(package).parts]
+    assert (ROOT / "bench" / "oneshot_daemon.c").is_file()
