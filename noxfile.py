@@ -23,11 +23,11 @@ def tests(session: nox.Session) -> None:
 
 @nox.session
 def lint(session: nox.Session) -> None:
-    """ruff, mypy --strict on src/, and the generated sync client being current."""
+    """ruff, mypy --strict on src/ and bench/, and the generated sync client being current."""
     session.install("-e", ".[test]", "ruff", "mypy")
-    session.run("ruff", "check", "src", "tests", "scripts", "noxfile.py")
-    session.run("ruff", "format", "--check", "src", "tests", "scripts", "noxfile.py")
-    session.run("mypy", "--strict", "src")
+    session.run("ruff", "check", "src", "bench", "tests", "scripts", "noxfile.py")
+    session.run("ruff", "format", "--check", "src", "bench", "tests", "scripts", "noxfile.py")
+    session.run("mypy", "--strict", "src", "bench")
     session.run("python", "scripts/unasync.py", "--check")
 
 
@@ -61,6 +61,10 @@ def vm(session: nox.Session) -> None:
 
 @nox.session
 def bench(session: nox.Session) -> None:
-    """The side-by-side benchmark (root for the netlink part); `-- --quick` for a smoke run."""
+    """The side-by-side benchmark (root for the netlink part); `-- --quick` for a smoke run.
+
+    The benchmark is the top-level `bench/` package, not part of hycan: `python -m bench`
+    from the repository root (nox runs sessions there), against hycan installed editable.
+    """
     session.install("-e", ".[test]")
-    session.run("python", "-m", "hycan.bench", *session.posargs)
+    session.run("python", "-m", "bench", *session.posargs)

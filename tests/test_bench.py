@@ -1,5 +1,6 @@
-"""Smoke test of the benchmark: ``python -m hycan.bench --quick`` runs end to end and writes
-a complete, sane JSON document. It never asserts speed (the goals are reported, not tested).
+"""Smoke test of the benchmark: ``python -m bench --quick`` (the top-level ``bench/``, run from
+the repository root) runs end to end and writes a complete, sane JSON document. It never
+asserts speed (the goals are reported, not tested).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import pytest
 
 pytestmark = pytest.mark.slow
 
+ROOT = Path(__file__).resolve().parents[1]  # where `bench/` is importable from
 SECTIONS = {"cheap_op", "throughput", "netlink", "startup", "clients"}
 
 
@@ -28,7 +30,8 @@ def test_quick_bench_writes_every_section(tmp_path: Path) -> None:
     out = tmp_path / "bench.json"
     png = tmp_path / "bench.png"
     result = subprocess.run(
-        [sys.executable, "-m", "hycan.bench", "--quick", "--json", str(out), "--plot", str(png)],
+        [sys.executable, "-m", "bench", "--quick", "--json", str(out), "--plot", str(png)],
+        cwd=ROOT,
         capture_output=True,
         text=True,
         timeout=300,
@@ -83,3 +86,12 @@ def test_quick_bench_writes_every_section(tmp_path: Path) -> None:
         assert png.stat().st_size > 0
     else:
         assert "plot not written: matplotlib is not installed" in result.stdout
+
+
+def test_the_hycan_package_carries_no_benchmark() -> None:
+    # The wheel is built from src/hycan: no bench module there, nothing but Python files.
+    package = ROOT / "src" / "hycan"
+    files = [p for p in package.rglob("*") if p.is_file() and "__pycache__" not in p.parts]
+    assert {p.suffix for p in files} <= {".py", ".typed"}, sorted(map(str, files))
+    assert not [p for p in files if "bench" in p.relative_to(package).parts]
+    assert (ROOT / "bench" / "oneshot_daemon.c").is_file()

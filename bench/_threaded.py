@@ -7,7 +7,7 @@ the daemon it shows what trio's event loop costs on the request path; compared w
 C reference, what CPython's per-request work costs. A measurement aid only: no privilege
 dropping, no limits, no peer policy.
 
-Run as ``python -m hycan.bench._threaded --socket PATH --allow-iface GLOB`` (inside the
+Run as ``python -m bench._threaded --socket PATH --allow-iface GLOB`` (inside the
 netns); prints one "serving on" line when ready, exits on SIGTERM.
 """
 
@@ -21,11 +21,11 @@ import socket
 import sys
 import threading
 
+from bench._system import listen_unix
 from hycan._handler import Handler
 from hycan._peercred import peer_credentials
 from hycan._protocol import BadRequest, Request, RequestDecoder
 from hycan.backends.netlink import NetlinkBackend
-from hycan.bench._system import listen_unix
 from hycan.daemon.audit import audit_logger
 from hycan.daemon.policy import InterfacePolicy
 from hycan.daemon.server import Server
@@ -48,7 +48,7 @@ def _serve(conn: socket.socket, server: Server, lock: threading.Lock) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point."""
-    parser = argparse.ArgumentParser(prog="python -m hycan.bench._threaded")
+    parser = argparse.ArgumentParser(prog="python -m bench._threaded")
     parser.add_argument("--socket", required=True)
     parser.add_argument("--allow-iface", action="append", default=[])
     args = parser.parse_args(argv)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import socket
 
-from hycan.bench._stats import time_each
+from bench._stats import time_each
 
 RECV_SIZE = 65536
 HEADER = 4

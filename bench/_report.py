@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from hycan.bench._stats import Summary, median
+from bench._stats import Summary, median
 
 SECTIONS = ("cheap_op", "throughput", "netlink", "startup", "clients")
 TITLES = {

@@ -1,6 +1,6 @@
 """Part 3 worker, run inside the throwaway netns: toggle a link up/down in-process.
 
-``python -m hycan.bench._nlworker --method iproute|ip|backend --iface veth0`` sets itself
+``python -m bench._nlworker --method iproute|ip|backend --iface veth0`` sets itself
 up (imports, pyroute2 ``IPRoute`` opened once and the index looked up once, as a program
 doing it itself would), prints ``ready``, then answers each stdin line ``COUNT CPUS``
 (``CPUS`` is ``-`` or ``0,1``) by pinning itself, toggling ``COUNT`` times (up, down, up,
@@ -19,8 +19,8 @@ import subprocess
 import sys
 from collections.abc import Callable
 
-from hycan.bench._stats import time_each
-from hycan.bench._system import pin_self
+from bench._stats import time_each
+from bench._system import pin_self
 
 MAX_COMMANDS = 10_000
 
@@ -57,7 +57,7 @@ def toggler(method: str, iface: str) -> Callable[[bool], None]:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point."""
-    parser = argparse.ArgumentParser(prog="python -m hycan.bench._nlworker")
+    parser = argparse.ArgumentParser(prog="python -m bench._nlworker")
     parser.add_argument("--method", choices=("iproute", "ip", "backend"), required=True)
     parser.add_argument("--iface", default="veth0")
     args = parser.parse_args(argv)

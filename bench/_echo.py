@@ -6,7 +6,7 @@ thread per connection (blocking ``recv``/``sendall``). ``trio`` is the same logi
 request frames (``[op][name_len][name]``) so that pipelined or split frames are answered
 exactly once, like the daemon, and answer op ``N`` with the bytes given by ``--reply N=HEX``.
 
-Run as ``python -m hycan.bench._echo --kind threaded --socket PATH --reply 6=0100...``; it
+Run as ``python -m bench._echo --kind threaded --socket PATH --reply 6=0100...``; it
 prints one "serving on" line when ready and exits on SIGTERM or after ``--lifetime`` s.
 """
 
@@ -20,7 +20,7 @@ import socket
 import sys
 import threading
 
-from hycan.bench._system import listen_unix
+from bench._system import listen_unix
 
 UNKNOWN_OP_REPLY = bytes.fromhex("00060000")  # failure, code 6, empty message
 RECV_SIZE = 65536
@@ -88,7 +88,7 @@ def _reply(text: str) -> tuple[int, bytes]:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point."""
-    parser = argparse.ArgumentParser(prog="python -m hycan.bench._echo")
+    parser = argparse.ArgumentParser(prog="python -m bench._echo")
     parser.add_argument("--kind", choices=("threaded", "trio"), default="threaded")
     parser.add_argument("--socket", required=True)
     parser.add_argument("--reply", action="append", type=_reply, default=[], metavar="OP=HEX")

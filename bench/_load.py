@@ -1,6 +1,6 @@
 """Throughput worker: one process driving N connections in a closed loop (stdlib only).
 
-``python -m hycan.bench._load --socket PATH --conns N --frame HEX --duration S`` connects
+``python -m bench._load --socket PATH --conns N --frame HEX --duration S`` connects
 N sockets, prints ``ready``, waits for a line on stdin, then keeps exactly one request in
 flight on every connection for ``duration`` seconds (a ``selectors`` loop, no threads, so
 the workers' own overhead stays small), and prints one JSON line: completed responses per
@@ -16,7 +16,7 @@ import socket
 import sys
 import time
 
-from hycan.bench._client import RECV_SIZE, response_length
+from bench._client import RECV_SIZE, response_length
 
 
 def run_load(
@@ -64,7 +64,7 @@ def run_load(
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point."""
-    parser = argparse.ArgumentParser(prog="python -m hycan.bench._load")
+    parser = argparse.ArgumentParser(prog="python -m bench._load")
     parser.add_argument("--socket", required=True)
     parser.add_argument("--conns", type=int, required=True)
     parser.add_argument("--frame", required=True, help="request frame, hex")

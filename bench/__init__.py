@@ -1,4 +1,4 @@
-"""``python -m hycan.bench``: hycan's performance, side by side with baselines in one run.
+"""``python -m bench`` (from the repository root): hycan's performance beside baselines.
 
 Five parts (see docs/perf.md for how to read the table):
 
@@ -12,6 +12,10 @@ Five parts (see docs/perf.md for how to read the table):
 4. ``startup`` -- ``import hycan`` and a one-shot ``hycan up`` vs ``python -c pass``.
 5. ``clients`` -- the trio client vs the sync client on PING.
 
+Each part is the module of its name (``bench/cheap_op.py`` ...); ``run`` parses the command
+line, runs the parts and prints the table; the ``_`` modules are what they share and the
+servers and workers they start as subprocesses.
+
 Goals are ratios against a baseline measured in the same run; tests never assert speed.
-Nothing here is imported by ``import hycan``.
+Not part of the ``hycan`` package (its wheel has none of this): ``nox -s bench`` runs it.
 """

@@ -1,0 +1,236 @@
+"""Part 3 (root): real veth up/down in a throwaway netns, daemon vs in-process
+pyroute2, spawned ``ip link`` and the C reference of the C++ design.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import hycan
+from bench import _oneshot
+from bench._client import RawClient
+from bench._config import Config, progress
+from bench._measure import interleaved, measurer, pinned
+from bench._report import Results, Row, latency_row
+from bench._servers import UP_MISSING
+from bench._stats import Summary, summarize_ns, time_each
+from bench._system import Mode, Service, python_module, services, throwaway_netns
+from bench._worker import workers
+from hycan._protocol import Op, encode_request
+
+
+def part_netlink(cfg: Config, workdir: str, modes: list[Mode], results: Results) -> None:
+    """Real veth up/down in a throwaway netns: daemon vs IPRoute vs `ip link` vs the C
+    reference of the C++ design; and the failing op (UP missing0) on the real kernel."""
+
+    methods = ("iproute", "ip", "backend")
+    per: dict[tuple[str, str], list[Summary]] = {}
+    path = os.path.join(workdir, "netlink.sock")
+    cref_path = os.path.join(workdir, "oneshot.sock")
+    cref_binary, cref_missing = _oneshot.build(workdir)
+    if cref_missing is not None:
+        results.note("netlink", f"C reference rows skipped: {cref_missing}")
+    with throwaway_netns() as netns, services() as started:
+        progress(f"part 3 netlink: netns {netns}")
+        exec_in = ["ip", "netns", "exec", netns]
+        daemon_argv = python_module(
+            "hycan.daemon.main",
+            "--backend",
+            "netlink",
+            "--group",
+            "",
+            "--allow-iface",
+            "veth*",
+            "--socket",
+            path,
+        )
+        daemon = Service("netlink daemon", [*exec_in, *daemon_argv], path + ".log")
+        started.append(daemon)
+        daemon.start()
+        threaded_path = os.path.join(workdir, "threaded.sock")
+        threaded_argv = python_module(
+            "bench._threaded", "--socket", threaded_path, "--allow-iface", "veth*"
+        )
+        threaded = Service("threaded", [*exec_in, *threaded_argv], threaded_path + ".log")
+        started.append(threaded)
+        threaded.start()
+        server_pids = [daemon.pid, threaded.pid]
+        if cref_binary is not None:
+            cref = Service("C reference", [*exec_in, cref_binary, cref_path], cref_path + ".log")
+            started.append(cref)
+            cref.start()
+            server_pids.append(cref.pid)
+        worker_argvs = [
+            [*exec_in, *python_module("bench._nlworker", "--method", m)] for m in methods
+        ]
+        with (
+            workers(worker_argvs) as running,
+            hycan.DaemonClient(path, timeout=30) as client,
+            contextlib.closing(RawClient(path)) as raw,
+            hycan.DaemonClient(threaded_path, timeout=30) as threaded_client,
+            contextlib.closing(RawClient(threaded_path)) as threaded_raw,
+        ):
+            by_method = dict(zip(methods, running, strict=True))
+            for worker in running:
+                worker.wait_ready()
+
+            for run in range(cfg.runs):
+                for mode in modes:
+                    progress(f"part 3 netlink: run {run + 1}/{cfg.runs}, {mode.name}")
+                    cpus = ",".join(map(str, sorted(mode.client))) if mode.client else "-"
+                    with pinned(mode, server_pids):
+                        targets = {
+                            "daemon": _toggler(client),
+                            "iproute": by_method["iproute"].measurer(cpus),
+                            "backend": by_method["backend"].measurer(cpus),
+                            "daemon_fail": measurer(raw, UP_MISSING),
+                            "threaded": _toggler(threaded_client),
+                            "threaded_fail": measurer(threaded_raw, UP_MISSING),
+                        }
+                        if cref_binary is not None:
+                            targets["cref"] = _oneshot_measurer(cref_path, _TOGGLE_FRAMES)
+                            targets["cref_fail"] = _oneshot_measurer(cref_path, [UP_MISSING])
+                        samples = interleaved(cfg, targets, cfg.netlink_count)
+                        samples["ip"] = by_method["ip"].measurer(cpus)(cfg.ip_count)
+                    for key, values in samples.items():
+                        per.setdefault((key, mode.name), []).append(summarize_ns(values))
+                        if mode.name == results.primary_mode and key in _PLOTTED:
+                            plotted = f"netlink/{_PLOTTED[key]}"
+                            results.samples.setdefault(plotted, []).extend(values)
+        for line in Path(daemon.log_path).read_text(encoding="utf-8").splitlines():
+            if " ERROR " in line or line.startswith("Traceback"):
+                results.note("netlink", f"daemon log: {line}")
+    for mode in modes:
+        results.rows.extend(_netlink_rows(mode.name, per, with_cref=cref_binary is not None))
+
+
+def _toggler(client: hycan.DaemonClient) -> Callable[[int], list[int]]:
+    """Up/down of veth0 through the daemon with the sync client, per-call times in ns."""
+
+    def toggle(i: int) -> None:
+        if i % 2 == 0:
+            client.up("veth0")
+        else:
+            client.down("veth0")
+
+    return lambda count: time_each(toggle, count)
+
+
+def _oneshot_measurer(path: str, frames: Sequence[bytes]) -> Callable[[int], list[int]]:
+    """Calls to the C reference the C++ client's way, cycling through ``frames``."""
+    return lambda count: time_each(
+        lambda i: _oneshot.roundtrip(path, frames[i % len(frames)]), count
+    )
+
+
+_TOGGLE_FRAMES = (
+    encode_request(Op.INTERFACE_UP, b"veth0"),
+    encode_request(Op.INTERFACE_DOWN, b"veth0"),
+)
+_PLOTTED = {
+    "daemon": "up/down: daemon",
+    "iproute": "up/down: pyroute2 IPRoute",
+    "backend": "up/down: NetlinkBackend in-process",
+    "ip": "up/down: ip link (spawned)",
+    "cref": "up/down: C reference (C++ design)",
+}
+_THREADED = "the daemon's request path on a blocking thread per connection, no trio"
+_CREF = "C reference of the C++ daemon's design (new connection per call, netlink socket per op)"
+
+
+def _netlink_rows(
+    mode: str, per: dict[tuple[str, str], list[Summary]], *, with_cref: bool
+) -> list[Row]:
+    def runs(key: str) -> list[Summary]:
+        return per[(key, mode)]
+
+    iproute = ("IPRoute", runs("iproute"))
+    daemon = ("daemon", runs("daemon"))
+    rows = [
+        latency_row(
+            "netlink", "up/down: pyroute2 IPRoute, in-process, reused", mode, runs("iproute")
+        ),
+        latency_row(
+            "netlink",
+            "up/down: through hycan-daemon (DaemonClient)",
+            mode,
+            runs("daemon"),
+            baseline=iproute,
+            goal="<= 1.0x IPRoute",
+            goal_id="3a up/down vs IPRoute",
+            note="C++ daemon 108/250 µs on its machine",
+        ),
+        latency_row(
+            "netlink",
+            "up/down: `ip link set` spawned",
+            mode,
+            runs("ip"),
+            baseline=daemon,
+            goal=">= 8x the daemon",
+            goal_id="3b up/down vs ip link",
+        ),
+        latency_row(
+            "netlink",
+            "up/down: hycan NetlinkBackend, in-process",
+            mode,
+            runs("backend"),
+            baseline=iproute,
+            note="no daemon, no policy lookup; diagnostic",
+        ),
+    ]
+    rows[1].met = rows[1].ratio is not None and rows[1].ratio <= 1.0
+    rows[2].met = rows[2].ratio is not None and rows[2].ratio >= 8.0
+    fail = latency_row(
+        "netlink",
+        "UP missing0: hycan-daemon, netlink backend (failing op, raw client loop)",
+        mode,
+        runs("daemon_fail"),
+        note="C++ daemon 72/176 µs on its machine",
+    )
+    rows.append(fail)
+    rows += [
+        latency_row(
+            "netlink",
+            f"up/down: {_THREADED}",
+            mode,
+            runs("threaded"),
+            baseline=daemon,
+            note="diagnostic",
+        ),
+        latency_row(
+            "netlink",
+            f"UP missing0: {_THREADED}",
+            mode,
+            runs("threaded_fail"),
+            baseline=("daemon", runs("daemon_fail")),
+            note="diagnostic",
+        ),
+    ]
+    if with_cref:
+        beaten = [
+            latency_row(
+                "netlink",
+                f"up/down: {_CREF}",
+                mode,
+                runs("cref"),
+                baseline=daemon,
+                goal=">= 1.0x the daemon (hycan faster)",
+                goal_id="C++ design: up/down",
+            ),
+            latency_row(
+                "netlink",
+                f"UP missing0: {_CREF}",
+                mode,
+                runs("cref_fail"),
+                baseline=("daemon", runs("daemon_fail")),
+                goal=">= 1.0x the daemon (hycan faster)",
+                goal_id="C++ design: failing op",
+            ),
+        ]
+        for row in beaten:
+            row.met = row.ratio is not None and row.ratio >= 1.0
+        rows.extend(beaten)
+    return rows
