@@ -125,11 +125,16 @@ class Netns:
         ).stdout
 
     def python(
-        self, script: str, env: dict[str, str] | None = None, timeout: float = 120
+        self,
+        script: str,
+        env: dict[str, str] | None = None,
+        timeout: float = 120,
+        stdin: str | None = None,
     ) -> subprocess.CompletedProcess[str]:
         """Run a Python script inside this netns with this interpreter."""
         return subprocess.run(
             ["ip", "netns", "exec", self.name, sys.executable, "-c", script],
+            input=stdin,
             capture_output=True,
             text=True,
             env=env,
