@@ -51,7 +51,8 @@ def toggler(method: str, iface: str) -> Callable[[bool], None]:
         from hycan.backends.netlink import NetlinkBackend
 
         backend = NetlinkBackend()
-        return lambda up: backend.set_up(iface, up)
+        link = backend.resolve(iface)  # once, as the daemon's cache does
+        return lambda up: backend.set_up(link, up)
     raise ValueError(f"unknown method {method!r}")
 
 

@@ -40,7 +40,7 @@ def _serve(conn: socket.socket, server: Server, lock: threading.Lock) -> None:
             replies = []
             with lock:  # one netlink socket and one audit buffer for all threads
                 while isinstance(event := decoder.next_event(), Request | BadRequest):
-                    replies.append(server._answer(event, peer).encode())
+                    replies.append(server._answer(event, peer))
             conn.sendall(b"".join(replies))
             with lock:
                 server.audit.flush()

@@ -94,7 +94,7 @@ def handle(handler: Handler, op: Op, name: str, payload: bytes) -> tuple[bool, i
         (Op.SET_MTU, b"\x10\x00", "expected the MTU as u32 LE"),
         (Op.SET_CAN, b"not json", "not a JSON object"),
         (Op.SET_CAN, b"[1]", "not a JSON object"),
-        (Op.SET_CAN, b'{"bitrate": 500000, "colour": "red"}', "unknown keys colour"),
+        (Op.SET_CAN, b'{"bitrate": 500000, "colour": "red"}', 'unknown keys "colour"'),
         (Op.SET_CAN, b'{"bitrate": "fast"}', "bitrate must be"),
     ],
 )

@@ -93,3 +93,34 @@ def test_broken_netlink_socket_is_reopened(netns: Netns) -> None:
     result = netns.python(script)
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines() == ["failed once: 9", "then: True"]
+
+
+def test_altnames_do_not_bypass_the_allow_list(netns: Netns, tmp_path: Path) -> None:
+    # veth1 is not allow-listed but gets an altname that matches the glob; veth0 is
+    # allow-listed and gets an altname that does not. The policy judges the link itself.
+    netns.ip("link", "property", "add", "dev", "veth1", "altname", "veth-okalt")
+    netns.ip("link", "property", "add", "dev", "veth0", "altname", "other0")
+    daemon = DaemonProcess(
+        str(tmp_path / "alt.sock"),
+        "--backend",
+        "netlink",
+        "--allow-iface",
+        "veth-ok*",
+        "--allow-iface",
+        "veth0",
+        prefix=("ip", "netns", "exec", netns.name),
+    ).start()
+    try:
+        with DaemonClient(daemon.path) as client:
+            with pytest.raises(hycan.PermissionDenied, match="refusing to bring up veth1"):
+                client.up("veth-okalt")
+            with pytest.raises(hycan.PermissionDenied, match="set the MTU of veth1"):
+                client.set_mtu("veth-okalt", 1400)
+            assert client.up("other0") == "veth0 is up"
+            assert client.status("other0").name == "veth0"
+        assert not netns.link_is_up("veth1") and "mtu 1500" in netns.ip("link", "show", "veth1")
+        assert netns.link_is_up("veth0")
+    finally:
+        _, log = daemon.stop()
+    assert "op=INTERFACE_UP name=veth1 requested=veth-okalt result=error code=10" in log
+    assert "op=INTERFACE_UP name=veth0 requested=other0 result=ok" in log

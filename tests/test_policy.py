@@ -9,7 +9,7 @@ import pytest
 from hycan._handler import Handler
 from hycan._peercred import PeerCredentials
 from hycan._protocol import Op, Request
-from hycan._status import LinkStatus
+from hycan.backends.base import LinkRef
 from hycan.backends.memory import MemoryBackend
 from hycan.daemon.policy import AccessPolicy, InterfacePolicy
 from hycan.errors import ErrorCode
@@ -45,8 +45,8 @@ def test_build_always_admits_root_and_self_and_ignores_missing_group() -> None:
     assert policy.gids == frozenset()
 
 
-def status(name: str, kind: str | None) -> LinkStatus:
-    return LinkStatus(name, exists=True, kind=kind, up=False)
+def status(name: str, kind: str | None) -> LinkRef:
+    return LinkRef(ifindex=7, name=name, kind=kind)
 
 
 @pytest.mark.parametrize(
@@ -60,7 +60,7 @@ def status(name: str, kind: str | None) -> LinkStatus:
         (("can[0-1]",), status("can2", "can"), False),
     ],
 )
-def test_interface_policy(globs: tuple[str, ...], link: LinkStatus, allowed: bool) -> None:
+def test_interface_policy(globs: tuple[str, ...], link: LinkRef, allowed: bool) -> None:
     refusal = InterfacePolicy(globs).refusal(Op.INTERFACE_UP, link)
     assert (refusal is None) is allowed
     if refusal:
@@ -103,8 +103,29 @@ def test_handler_applies_policy_and_leaves_links_untouched() -> None:
     assert (ok, code) == (False, ErrorCode.PERMISSION_DENIED)
     assert backend.status("eth0").exists
     assert handle(handler, Op.INTERFACE_UP, "missing0")[1] == ErrorCode.INTERFACE_NOT_FOUND
-    # allow-listed by name, not looked up first: the kernel's ENODEV gives the same answer
+    # allow-listed by name, but missing: "not found", as the kernel says
     assert handle(handler, Op.INTERFACE_UP, "eth9")[1] == ErrorCode.INTERFACE_NOT_FOUND
+
+
+def test_policy_judges_the_link_an_altname_names_not_the_altname() -> None:
+    backend = MemoryBackend()
+    backend.add_link("wire0", "veth")  # not allow-listed...
+    backend.add_altname("wire0", "veth-okalt")  # ...but given a name that matches the glob
+    backend.add_link("veth-ok1", "veth")  # allow-listed...
+    backend.add_altname("veth-ok1", "other0")  # ...and called by a name that does not match
+    handler = Handler(backend, policy=InterfacePolicy(("veth-ok*",)))
+    for op, payload in ((Op.INTERFACE_UP, b""), (Op.SET_MTU, (1400).to_bytes(4, "little"))):
+        refused = handler.answer(Request(op, b"veth-okalt", payload))
+        assert refused.response.code == ErrorCode.PERMISSION_DENIED
+        assert "wire0 is a veth link" in refused.response.message
+        assert refused.link == "wire0"  # the audit line names the link acted on
+    assert (backend.status("wire0").up, backend.status("wire0").mtu) == (False, 1500)
+    allowed = handler.answer(Request(Op.INTERFACE_UP, b"other0"))
+    assert allowed == (allowed.response._replace(success=True), "veth-ok1")
+    assert allowed.response.message == "veth-ok1 is up"
+    assert backend.status("veth-ok1").up
+    # DELETE, whatever name it is given, judges the link itself (a veth: never deleted)
+    assert handler.answer(Request(Op.DELETE, b"veth-okalt")).response.code == 10
 
 
 def test_handler_without_policy_toggles_any_link() -> None:

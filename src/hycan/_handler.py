@@ -10,12 +10,13 @@ from __future__ import annotations
 import errno
 import json
 import struct
-from typing import Protocol
+from collections.abc import Callable
+from typing import NamedTuple, Protocol
 
 from hycan import __version__
 from hycan._canconfig import CanSettings
 from hycan._protocol import PROTOCOL_VERSION, Op, Request, Response, failure, ok
-from hycan.backends.base import Backend, LinkStatus
+from hycan.backends.base import Backend, LinkRef
 from hycan.errors import (
     AlreadyExists,
     ErrorCode,
@@ -46,27 +47,46 @@ _FAILURE = {
     Op.CAN_RESTART: ("restarting", ErrorCode.RTNL_LINK_ADD),
 }
 _CAN_OPS = (Op.SET_CAN, Op.CAN_RESTART)
-_POLICED_OPS = (Op.INTERFACE_UP, Op.INTERFACE_DOWN, Op.SET_MTU, *_CAN_OPS)
 _MTU = struct.Struct("<I")
 
 
 class LinkPolicy(Protocol):
     """Decides whether UP/DOWN/SET_*/RESTART may act on a link (the daemon's rules)."""
 
-    def name_allowed(self, name: str) -> bool:
-        """True if the name alone admits the link (no need to look it up)."""
+    def refusal(self, op: Op, link: LinkRef) -> str | None:
+        """None to allow ``op`` on ``link`` (as the kernel knows it), else the reason."""
 
-    def refusal(self, op: Op, status: LinkStatus) -> str | None:
-        """None to allow ``op`` on the link ``status`` describes, else the reason to refuse."""
+
+class Answer(NamedTuple):
+    """A response, and the kernel's name of the link acted on when the request called it
+    by another name (an altname), for the audit trail."""
+
+    response: Response
+    link: str | None = None
+
+
+class _Call:
+    """One request being performed; remembers the link its name resolved to."""
+
+    __slots__ = ("link", "request")
+
+    def __init__(self, request: Request) -> None:
+        self.request = request
+        self.link: LinkRef | None = None
+
+
+_OpFunction = Callable[["Handler", _Call], str]
 
 
 class Handler:
     """Executes requests against a backend; ``handle()`` never raises for bad requests.
 
-    With a ``policy``, UP/DOWN first ask it, looking the link up unless its name alone
-    admits it (the daemon);
-    without one (the in-process fallback, which acts with the caller's own privileges)
-    any link may be toggled. DELETE only ever removes vcan links, whatever the policy.
+    Each op is one function (the table ``_OPS``). Ops that change a link resolve the name
+    into the link the kernel means first (an altname included) and, with a ``policy`` (the
+    daemon), ask it once about that link; the change is then made by index, so it lands on
+    the link that was judged. Without a policy (the in-process fallback, which acts with the
+    caller's own privileges) any link may be changed. DELETE only ever removes vcan links,
+    whatever the policy.
     """
 
     def __init__(
@@ -81,47 +101,38 @@ class Handler:
 
     def handle(self, request: Request) -> Response:
         """Perform ``request`` and return its response (errors become failure responses)."""
+        return self.answer(request).response
+
+    def answer(self, request: Request) -> Answer:
+        """Perform ``request``: its response, and which link it acted on."""
+        call = _Call(request)
         try:
-            return ok(self._perform(request))
+            response = ok(_OPS[request.op](self, call))
         except HycanError as exc:
-            return failure(exc.code or ErrorCode.INTERNAL, exc.message)
+            response = failure(exc.code or ErrorCode.INTERNAL, exc.message)
         except OSError as exc:
             error = kernel_error(request.op, request.ifname, exc)
-            return failure(error.code or ErrorCode.INTERNAL, error.message)
+            response = failure(error.code or ErrorCode.INTERNAL, error.message)
+        link = call.link
+        if link is None or link.name == request.ifname:
+            return Answer(response)
+        return Answer(response, link.name)
 
-    def _perform(self, request: Request) -> str:
-        op, backend = request.op, self.backend
-        if op is Op.PING:
-            return self._ping
-        name = request.ifname
-        if op is Op.CREATE_VCAN:
-            return self._create_vcan(name)
-        if op in _POLICED_OPS and self.policy is not None:
-            self._apply_policy(op, name)
-        if op is Op.INTERFACE_UP or op is Op.INTERFACE_DOWN:
-            backend.set_up(name, op is Op.INTERFACE_UP)
-            return f"{name} is {'up' if op is Op.INTERFACE_UP else 'down'}"
-        if op is Op.SET_MTU:
-            if len(request.payload) != _MTU.size:
-                raise InvalidArgument("invalid SET_MTU payload: expected the MTU as u32 LE")
-            (mtu,) = _MTU.unpack(request.payload)
-            backend.set_mtu(name, mtu)
-            return f"{name} mtu {mtu}"
-        if op is Op.SET_CAN:
-            settings = CanSettings.from_payload(request.payload)
-            backend.set_can(name, settings)
-            return f"{name} CAN settings applied: {settings.to_payload().decode()}"
-        if op is Op.CAN_RESTART:
-            backend.restart_can(name)
-            return f"{name} restarted"
-        if op is Op.DELETE:
-            self._require_vcan(name)
-            backend.delete_link(name)
-            return f"{name} deleted"
-        assert op is Op.STATUS
-        return backend.status(name).to_json()
+    def _target(self, call: _Call) -> LinkRef:
+        """The link the request's name means, once the policy (if any) allows the op on it."""
+        request = call.request
+        link = call.link = self.backend.resolve(request.ifname)
+        if self.policy is not None:
+            refusal = self.policy.refusal(request.op, link)
+            if refusal is not None:
+                raise PermissionDenied(refusal)
+        return link
 
-    def _create_vcan(self, name: str) -> str:
+    def _ping_op(self, call: _Call) -> str:
+        return self._ping
+
+    def _create_vcan(self, call: _Call) -> str:
+        name = call.request.ifname
         try:
             self.backend.add_link(name, "vcan")
         except FileExistsError:
@@ -134,29 +145,57 @@ class Handler:
             ) from None
         return f"{name} created"
 
-    def _kind(self, name: str) -> str | None:
-        try:
-            return self.backend.kind(name)
-        except OSError as exc:
-            if exc.errno == errno.ENODEV:
-                raise InterfaceNotFound(f"interface {name} not found") from None
-            raise
+    def _up_down(self, call: _Call) -> str:
+        link = self._target(call)
+        up = call.request.op is Op.INTERFACE_UP
+        self.backend.set_up(link, up)
+        return f"{link.name} is {'up' if up else 'down'}"
 
-    def _apply_policy(self, op: Op, name: str) -> None:
-        assert self.policy is not None
-        if self.policy.name_allowed(name):
-            return  # allow-listed by name: whatever the link is, it may be acted on
-        refusal = self.policy.refusal(op, LinkStatus(name, exists=True, kind=self._kind(name)))
-        if refusal is not None:
-            raise PermissionDenied(refusal)
+    def _set_mtu(self, call: _Call) -> str:
+        payload = call.request.payload
+        if len(payload) != _MTU.size:
+            raise InvalidArgument("invalid SET_MTU payload: expected the MTU as u32 LE")
+        (mtu,) = _MTU.unpack(payload)
+        link = self._target(call)
+        self.backend.set_mtu(link, mtu)
+        return f"{link.name} mtu {mtu}"
 
-    def _require_vcan(self, name: str) -> None:
-        kind = self._kind(name)
-        if kind != "vcan":
+    def _set_can(self, call: _Call) -> str:
+        settings = CanSettings.from_payload(call.request.payload)
+        link = self._target(call)
+        self.backend.set_can(link, settings)
+        return f"{link.name} CAN settings applied: {settings.to_payload().decode()}"
+
+    def _restart(self, call: _Call) -> str:
+        link = self._target(call)
+        self.backend.restart_can(link)
+        return f"{link.name} restarted"
+
+    def _delete(self, call: _Call) -> str:
+        link = call.link = self.backend.resolve(call.request.ifname)
+        if link.kind != "vcan":
             raise PermissionDenied(
-                f"refusing to delete {name}: it is a {kind or 'non-virtual'} link "
+                f"refusing to delete {link.name}: it is a {link.kind or 'non-virtual'} link "
                 "and hycan only deletes vcan links"
             )
+        self.backend.delete_link(link)
+        return f"{link.name} deleted"
+
+    def _status(self, call: _Call) -> str:
+        return self.backend.status(call.request.ifname).to_json()
+
+
+_OPS: dict[Op, _OpFunction] = {
+    Op.PING: Handler._ping_op,
+    Op.CREATE_VCAN: Handler._create_vcan,
+    Op.INTERFACE_UP: Handler._up_down,
+    Op.INTERFACE_DOWN: Handler._up_down,
+    Op.SET_MTU: Handler._set_mtu,
+    Op.SET_CAN: Handler._set_can,
+    Op.CAN_RESTART: Handler._restart,
+    Op.DELETE: Handler._delete,
+    Op.STATUS: Handler._status,
+}
 
 
 def kernel_error(op: Op, name: str, exc: OSError) -> HycanError:

@@ -1,41 +1,57 @@
-"""Link kinds by name, cached and kept current by the kernel's link notifications.
+"""Links by name, cached and kept current by the kernel's link notifications.
 
-The daemon's policy needs a link's kind (vcan or not) before it acts on a name. A link's
-kind never changes (it is fixed when the link is created), but which link a name refers
-to does: links are created, deleted, renamed and moved between namespaces. The kernel
+The daemon resolves every name a client gives into the link the kernel would act on (its
+index, own name and kind) before the policy judges it. Which link a name refers to
+changes: links are created, deleted, renamed and moved between namespaces. The kernel
 announces every one of those changes on the RTNLGRP_LINK multicast group, queued to each
 listener before the system call that made the change returns. So this cache reads every
 pending notification before each lookup (one non-blocking ``recv`` when nothing
 happened) and forgets whatever a notification may have changed: an answer from the cache
 is as fresh as asking the kernel with RTM_GETLINK. If notifications were lost (ENOBUFS:
 the socket's buffer overflowed) it forgets everything.
+
+Altnames: a name is cached only when it is the link's own name. An altname is always
+asked of the kernel, since the kernel does not announce altnames added to or removed from a
+link that is down. For the same reason a name remembered as missing could have become an
+altname of a down link since; the lookup then answers "missing" (the request fails with
+"not found": it never acts on the wrong link) until the link's next notification, which
+makes the cache forget every missing name.
 """
 
 from __future__ import annotations
 
 import errno
 import socket
+from typing import Literal
 
 from pyroute2.netlink.rtnl import RTM_DELLINK, RTM_NEWLINK
 
-from hycan._status import LinkStatus
-from hycan.backends._linkmsg import IFINFOMSG, IFLA_IFNAME, NLMSG_HEADER, attributes, string
+from hycan.backends._linkmsg import (
+    IFINFOMSG,
+    IFLA_IFNAME,
+    IFLA_PROP_LIST,
+    NLMSG_HEADER,
+    attributes,
+    string,
+)
+from hycan.backends.base import LinkRef
 
 RTMGRP_LINK = 1  # the RTNLGRP_LINK group's bit in sockaddr_nl.nl_groups
 _HEADERS = NLMSG_HEADER.size + IFINFOMSG.size
-_IFNAME = frozenset({IFLA_IFNAME})
+_WANTED = frozenset({IFLA_IFNAME, IFLA_PROP_LIST})
 _RECV_SIZE = 65536
 _RCVBUF = 1 << 20  # room for bursts of notifications between two lookups
 _MAX_NAMES = 1024  # names are client-chosen: bound what is remembered
 
 
 class LinkKinds:
-    """``name -> (exists, kind)`` for this network namespace, exact as of each lookup."""
+    """``name -> LinkRef`` (or known missing) for this network namespace, exact as of each
+    lookup (but see the module's note on altnames)."""
 
     def __init__(self) -> None:
-        self._kinds: dict[str, str | None] = {}  # links known to exist -> kind
+        self._links: dict[str, LinkRef] = {}  # own names of existing links
         self._missing: set[str] = set()  # names known not to exist
-        self._names: dict[int, str] = {}  # ifindex -> name, for the links in _kinds
+        self._names: dict[int, str] = {}  # ifindex -> name, for the links in _links
         self._sock = self._open()
 
     @staticmethod
@@ -49,31 +65,34 @@ class LinkKinds:
         sock.bind((0, RTMGRP_LINK))
         return sock
 
-    def lookup(self, name: str) -> tuple[bool, str | None] | None:
-        """(exists, kind) if known for certain, None if the kernel must be asked."""
+    def lookup(self, name: str) -> LinkRef | Literal[False] | None:
+        """The link if known, False if ``name`` is known to be missing, None if the kernel
+        must be asked."""
         self._drain()
-        if name in self._kinds:
-            return True, self._kinds[name]
+        found = self._links.get(name)
+        if found is not None:
+            return found
         if name in self._missing:
-            return False, None
+            return False
         return None
 
-    def remember(self, status: LinkStatus) -> None:
-        """Keep what RTM_GETLINK said (call it after :meth:`lookup` returned None)."""
-        if len(self._kinds) + len(self._missing) >= _MAX_NAMES:
+    def remember(self, name: str, link: LinkRef | None) -> None:
+        """Keep what RTM_GETLINK said for ``name`` (None: no such link); call it after
+        :meth:`lookup` returned None. An altname's answer is not kept."""
+        if len(self._links) + len(self._missing) >= _MAX_NAMES:
             self._forget_all()
-        if not status.exists:
-            self._missing.add(status.name)
-        elif status.ifindex is not None:
-            self._kinds[status.name] = status.kind
-            self._names[status.ifindex] = status.name
+        if link is None:
+            self._missing.add(name)
+        elif link.name == name:
+            self._links[name] = link
+            self._names[link.ifindex] = name
 
     def close(self) -> None:
         """Close the notification socket."""
         self._sock.close()
 
     def _forget_all(self) -> None:
-        self._kinds.clear()
+        self._links.clear()
         self._missing.clear()
         self._names.clear()
 
@@ -102,8 +121,10 @@ class LinkKinds:
                 return
             if msg_type in (RTM_NEWLINK, RTM_DELLINK):
                 _, _, index, _, _ = IFINFOMSG.unpack_from(data, offset + NLMSG_HEADER.size)
-                found = attributes(data, offset + _HEADERS, end, _IFNAME)
+                found = attributes(data, offset + _HEADERS, end, _WANTED)
                 name = string(data, found[IFLA_IFNAME]) if IFLA_IFNAME in found else None
+                if IFLA_PROP_LIST in found:
+                    self._missing.clear()  # a link with altnames: any of them may be new
                 self._changed(msg_type, index, name)
             offset += (length + 3) & ~3
 
@@ -113,7 +134,7 @@ class LinkKinds:
             return  # the same link under the same name: its state changed, not its kind
         if known is not None:
             del self._names[index]
-            self._kinds.pop(known, None)
+            self._links.pop(known, None)
         if name is not None:
-            self._kinds.pop(name, None)
+            self._links.pop(name, None)
             self._missing.discard(name)

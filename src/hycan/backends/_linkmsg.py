@@ -36,8 +36,9 @@ IFLA_IFNAME = nla_type(ifinfmsg.nla_map, "IFLA_IFNAME")
 IFLA_MTU = nla_type(ifinfmsg.nla_map, "IFLA_MTU")
 IFLA_OPERSTATE = nla_type(ifinfmsg.nla_map, "IFLA_OPERSTATE")
 IFLA_LINKINFO = nla_type(ifinfmsg.nla_map, "IFLA_LINKINFO")
+IFLA_PROP_LIST = nla_type(ifinfmsg.nla_map, "IFLA_PROP_LIST")
 IFLA_INFO_KIND = nla_type(ifinfmsg.ifinfo.nla_map, "IFLA_INFO_KIND")
-_LINK_ATTRS = frozenset({IFLA_MTU, IFLA_OPERSTATE, IFLA_LINKINFO})
+_LINK_ATTRS = frozenset({IFLA_IFNAME, IFLA_MTU, IFLA_OPERSTATE, IFLA_LINKINFO})
 _LINKINFO_ATTRS = frozenset({IFLA_INFO_KIND})
 
 
@@ -64,7 +65,8 @@ def string(data: bytes, span: tuple[int, int]) -> str:
 
 
 def parse_link(name: str, data: bytes) -> LinkStatus:
-    """The STATUS fields of one RTM_NEWLINK message (``data`` starts at its header)."""
+    """The STATUS fields of one RTM_NEWLINK message (``data`` starts at its header), under
+    the kernel's name for the link (``name``, as asked, if the message carries none)."""
     (end,) = U32.unpack_from(data, 0)
     end = min(end, len(data))
     base = NLMSG_HEADER.size
@@ -72,6 +74,8 @@ def parse_link(name: str, data: bytes) -> LinkStatus:
         raise OSError(errno.EPROTO, "truncated RTM_NEWLINK from the kernel")
     _family, _type, index, flags, _change = IFINFOMSG.unpack_from(data, base)
     attrs = attributes(data, base + IFINFOMSG.size, end, _LINK_ATTRS)
+    if (own := attrs.get(IFLA_IFNAME)) is not None:
+        name = string(data, own)
     kind = None
     if (linkinfo := attrs.get(IFLA_LINKINFO)) is not None:
         info = attributes(data, linkinfo[0], linkinfo[1], _LINKINFO_ATTRS)

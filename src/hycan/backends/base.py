@@ -2,18 +2,31 @@
 
 Backends behave like the kernel and know nothing about the protocol: the request handler
 (:mod:`hycan._handler`) turns their errno values into hycan errors with actionable messages.
+
+A name a client gives is resolved once (:meth:`Backend.resolve`) into the link the kernel
+would act on: its index, its own name (a client may have given an altname) and its kind.
+The policy judges that link, and every change is then made by index, so it lands on exactly
+the link that was judged, whatever names it has or gets meanwhile.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, NamedTuple, Protocol
 
 from hycan._status import LinkStatus
 
-__all__ = ["Backend", "LinkStatus"]
+__all__ = ["Backend", "LinkRef", "LinkStatus"]
 
 if TYPE_CHECKING:
     from hycan._canconfig import CanSettings
+
+
+class LinkRef(NamedTuple):
+    """A link as the kernel knows it."""
+
+    ifindex: int
+    name: str  # the kernel's name for it (IFLA_IFNAME), never an altname
+    kind: str | None  # IFLA_INFO_KIND ("vcan", "veth", ...), None for a plain device
 
 
 class Backend(Protocol):
@@ -22,29 +35,26 @@ class Backend(Protocol):
     def add_link(self, name: str, kind: str) -> None:
         """Create a link of ``kind`` (EEXIST if the name is taken, EOPNOTSUPP if unknown)."""
 
-    def set_up(self, name: str, up: bool) -> None:
-        """Set or clear IFF_UP (ENODEV if missing)."""
+    def resolve(self, name: str) -> LinkRef:
+        """The link the kernel means by ``name`` (its name or an altname); ENODEV if none."""
 
-    def delete_link(self, name: str) -> None:
-        """Delete a link (ENODEV if missing)."""
+    def set_up(self, link: LinkRef, up: bool) -> None:
+        """Set or clear IFF_UP (ENODEV if it is gone)."""
 
-    def set_mtu(self, name: str, mtu: int) -> None:
+    def delete_link(self, link: LinkRef) -> None:
+        """Delete a link (ENODEV if it is gone)."""
+
+    def set_mtu(self, link: LinkRef, mtu: int) -> None:
         """Set the MTU (vcan: 16 or 72, only while down: EINVAL / EBUSY)."""
 
-    def set_can(self, name: str, settings: CanSettings) -> None:
+    def set_can(self, link: LinkRef, settings: CanSettings) -> None:
         """Apply CAN controller settings (EOPNOTSUPP on non-CAN links, EBUSY while up)."""
 
-    def restart_can(self, name: str) -> None:
+    def restart_can(self, link: LinkRef) -> None:
         """Restart a bus-off CAN controller (EBUSY if it is not bus-off)."""
 
     def status(self, name: str) -> LinkStatus:
         """Describe a link; ``exists=False`` if there is none."""
-
-    def kind(self, name: str) -> str | None:
-        """The link's kind ("vcan", "veth", ...; None for a plain device); ENODEV if missing.
-
-        What the policy checks before acting on a name (may be cached: a kind never
-        changes, but the link a name refers to can)."""
 
     def close(self) -> None:
         """Release kernel resources."""

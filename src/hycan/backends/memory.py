@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from hycan._canconfig import CanSettings
-from hycan.backends.base import LinkStatus
+from hycan.backends.base import LinkRef, LinkStatus
 
 CAN_MTU, CANFD_MTU = 16, 72
 
@@ -44,7 +44,8 @@ def _fail(code: int, name: str) -> OSError:
 class MemoryBackend:
     """In-memory links. Starts like a host: ``lo`` (up) and ``eth0`` (up), neither a vcan.
 
-    ``vcan_available=False`` simulates a kernel without the vcan module.
+    ``vcan_available=False`` simulates a kernel without the vcan module. Links may carry
+    altnames (:meth:`add_altname`), which name them everywhere a name is accepted, as in Linux.
     """
 
     def __init__(self, *, vcan_available: bool = True) -> None:
@@ -53,35 +54,50 @@ class MemoryBackend:
             "lo": _Link(1, None, 65536, up=True),
             "eth0": _Link(2, None, 1500, up=True),
         }
+        self._altnames: dict[str, str] = {}  # altname -> the link's name
+        self._by_index = {link.index: name for name, link in self._links.items()}
         self._next_index = 3
 
     def add_link(self, name: str, kind: str) -> None:
         """Create a link; EEXIST if taken, EOPNOTSUPP for kinds this kernel lacks."""
         if kind not in _DEFAULT_MTU or (kind == "vcan" and not self.vcan_available):
             raise _fail(errno.EOPNOTSUPP, name)
-        if name in self._links:
+        if name in self._links or name in self._altnames:
             raise _fail(errno.EEXIST, name)
-        self._links[name] = _Link(self._next_index, kind, _DEFAULT_MTU[kind])
-        self._next_index += 1
+        self._add(name, _Link(self._next_index, kind, _DEFAULT_MTU[kind]))
 
-    def set_up(self, name: str, up: bool) -> None:
-        """Set the administrative state; ENODEV if missing."""
-        self._get(name).up = up
+    def add_altname(self, name: str, altname: str) -> None:
+        """Give link ``name`` another name, as ``ip link property add ... altname`` does."""
+        self._get(name)
+        if altname in self._links or altname in self._altnames:
+            raise _fail(errno.EEXIST, altname)
+        self._altnames[altname] = name
 
-    def delete_link(self, name: str) -> None:
-        """Remove a link; ENODEV if missing, EOPNOTSUPP for devices that can't be deleted."""
-        if self._get(name).kind is None:
+    def resolve(self, name: str) -> LinkRef:
+        """The link ``name`` (or an altname) means; ENODEV if none."""
+        own = self._altnames.get(name, name)
+        link = self._get(own)
+        return LinkRef(link.index, own, link.kind)
+
+    def set_up(self, link: LinkRef, up: bool) -> None:
+        """Set the administrative state; ENODEV if gone."""
+        self._at(link)[1].up = up
+
+    def delete_link(self, link: LinkRef) -> None:
+        """Remove a link; ENODEV if gone, EOPNOTSUPP for devices that can't be deleted."""
+        name, found = self._at(link)
+        if found.kind is None:
             raise _fail(errno.EOPNOTSUPP, name)
-        del self._links[name]
+        del self._links[name], self._by_index[found.index]
+        self._altnames = {alt: own for alt, own in self._altnames.items() if own != name}
 
     def plug_can_adapter(self, name: str) -> None:
         """Simulate hardware: a real CAN controller ``name`` appears (kind "can", down)."""
-        self._links[name] = _Link(self._next_index, "can", CAN_MTU, can=_default_can())
-        self._next_index += 1
+        self._add(name, _Link(self._next_index, "can", CAN_MTU, can=_default_can()))
 
-    def set_mtu(self, name: str, mtu: int) -> None:
+    def set_mtu(self, ref: LinkRef, mtu: int) -> None:
         """vcan takes 16 or 72 while down (EINVAL / EBUSY); others 68..65535."""
-        link = self._get(name)
+        name, link = self._at(ref)
         if link.kind in ("vcan", "can"):
             if link.up:
                 raise _fail(errno.EBUSY, name)
@@ -92,9 +108,9 @@ class MemoryBackend:
             raise _fail(errno.EINVAL, name)
         link.mtu = mtu
 
-    def set_can(self, name: str, settings: CanSettings) -> None:
+    def set_can(self, ref: LinkRef, settings: CanSettings) -> None:
         """Only kind "can" has bit timing (EOPNOTSUPP); changes need the link down (EBUSY)."""
-        link = self._get(name)
+        name, link = self._at(ref)
         if link.kind != "can" or link.can is None:
             raise _fail(errno.EOPNOTSUPP, name)
         if link.up and (settings.bitrate or settings.data_bitrate or settings.fd is not None):
@@ -111,9 +127,9 @@ class MemoryBackend:
                 link.can[key] = value
         link.mtu = CANFD_MTU if link.can["fd"] else CAN_MTU
 
-    def restart_can(self, name: str) -> None:
+    def restart_can(self, ref: LinkRef) -> None:
         """EOPNOTSUPP on non-CAN links, EINVAL while down, EBUSY unless bus-off."""
-        link = self._get(name)
+        name, link = self._at(ref)
         if link.kind != "can" or link.can is None:
             raise _fail(errno.EOPNOTSUPP, name)
         if not link.up:
@@ -122,12 +138,9 @@ class MemoryBackend:
             raise _fail(errno.EBUSY, name)
         link.can["state"] = "ERROR_ACTIVE"
 
-    def kind(self, name: str) -> str | None:
-        """The link's kind; ENODEV if missing."""
-        return self._get(name).kind
-
     def status(self, name: str) -> LinkStatus:
-        """Describe a link."""
+        """Describe a link (by its name or an altname; reported under its own name)."""
+        name = self._altnames.get(name, name)
         link = self._links.get(name)
         if link is None:
             return LinkStatus(name, exists=False)
@@ -152,3 +165,15 @@ class MemoryBackend:
         if link is None:
             raise _fail(errno.ENODEV, name)
         return link
+
+    def _add(self, name: str, link: _Link) -> None:
+        self._links[name] = link
+        self._by_index[link.index] = name
+        self._next_index += 1
+
+    def _at(self, ref: LinkRef) -> tuple[str, _Link]:
+        """The link with ``ref``'s index, whatever its name is now (ENODEV if gone)."""
+        name = self._by_index.get(ref.ifindex)
+        if name is None:
+            raise _fail(errno.ENODEV, ref.name)
+        return name, self._links[name]

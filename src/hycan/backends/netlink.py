@@ -3,8 +3,9 @@
 Requests are built with pyroute2's ``ifinfmsg`` class (no hand-packed netlink), but sent on
 our own blocking socket instead of through pyroute2's asyncio-based ``IPRoute``: rtnetlink
 answers synchronously inside ``send()``, so a request costs one send and one receive.
-Links are addressed by name (``IFLA_IFNAME`` with index 0), so no name->index lookup is
-needed. No subprocess, no shell.
+A name is resolved once into the link it means (:meth:`NetlinkBackend.resolve`, from the
+notification-kept cache); changes then address that link by index, so they land on the
+link the policy judged. No subprocess, no shell.
 
 What keeps a request in the tens of microseconds (see docs/perf.md):
 
@@ -17,7 +18,7 @@ What keeps a request in the tens of microseconds (see docs/perf.md):
   the attributes it reports, walking the attribute list with ``struct``; attribute numbers
   and the operstate names come from pyroute2's own tables (CAN links, rare and rich, are
   still decoded by pyroute2).
-- The policy's question "what kind of link is this name?" is answered from
+- The policy's question "which link is this name, of what kind?" is answered from
   :class:`~hycan.backends._linkkinds.LinkKinds`, kept exact by the kernel's link
   notifications, so UP/DOWN of a vcan (or a failing op on a missing name) needs no
   RTM_GETLINK after the first.
@@ -50,7 +51,7 @@ from hycan._canconfig import CanSettings
 from hycan.backends._canlink import can_restart_attrs, can_settings_attrs
 from hycan.backends._linkkinds import LinkKinds
 from hycan.backends._linkmsg import NLMSG_HEADER, U32, parse_link
-from hycan.backends.base import LinkStatus
+from hycan.backends.base import LinkRef, LinkStatus
 
 _SEQ_OFFSET = 8  # of the sequence number inside the header
 _NLMSG_ERRNO = struct.Struct("=i")
@@ -82,25 +83,40 @@ class NetlinkBackend:
         """RTM_NEWLINK with NLM_F_CREATE|NLM_F_EXCL and IFLA_LINKINFO kind."""
         self._request(RTM_NEWLINK, NLM_F_CREATE | NLM_F_EXCL, name, kind=kind)
 
-    def set_up(self, name: str, up: bool) -> None:
+    def resolve(self, name: str) -> LinkRef:
+        """The link ``name`` means; ENODEV if none. Answered from :class:`LinkKinds`
+        (kept current by link notifications) when it knows, else by RTM_GETLINK."""
+        known = self._kinds.lookup(name)
+        if known is None:
+            status = self.status(name)
+            link = None
+            if status.exists and status.ifindex is not None:
+                link = LinkRef(status.ifindex, status.name, status.kind)
+            self._kinds.remember(name, link)
+            known = link or False
+        if known is False:
+            raise OSError(errno.ENODEV, os.strerror(errno.ENODEV), name)
+        return known
+
+    def set_up(self, link: LinkRef, up: bool) -> None:
         """RTM_NEWLINK changing only IFF_UP."""
-        self._request(RTM_NEWLINK, 0, name, flags=IFF_UP if up else 0, change=IFF_UP)
+        self._request(RTM_NEWLINK, 0, link, flags=IFF_UP if up else 0, change=IFF_UP)
 
-    def delete_link(self, name: str) -> None:
-        """RTM_DELLINK by name."""
-        self._request(RTM_DELLINK, 0, name)
+    def delete_link(self, link: LinkRef) -> None:
+        """RTM_DELLINK."""
+        self._request(RTM_DELLINK, 0, link)
 
-    def set_mtu(self, name: str, mtu: int) -> None:
+    def set_mtu(self, link: LinkRef, mtu: int) -> None:
         """RTM_NEWLINK with IFLA_MTU."""
-        self._request(RTM_NEWLINK, 0, name, attrs=[("IFLA_MTU", mtu)])
+        self._request(RTM_NEWLINK, 0, link, attrs=[("IFLA_MTU", mtu)])
 
-    def set_can(self, name: str, settings: CanSettings) -> None:
+    def set_can(self, link: LinkRef, settings: CanSettings) -> None:
         """RTM_NEWLINK with kind "can" data, as ``ip link set NAME type can ...``."""
-        self._request(RTM_NEWLINK, 0, name, attrs=can_settings_attrs(settings))
+        self._request(RTM_NEWLINK, 0, link, attrs=can_settings_attrs(settings))
 
-    def restart_can(self, name: str) -> None:
+    def restart_can(self, link: LinkRef) -> None:
         """RTM_NEWLINK with IFLA_CAN_RESTART, as ``ip link set NAME type can restart``."""
-        self._request(RTM_NEWLINK, 0, name, attrs=can_restart_attrs())
+        self._request(RTM_NEWLINK, 0, link, attrs=can_restart_attrs())
 
     def status(self, name: str) -> LinkStatus:
         """RTM_GETLINK by name (statistics skipped); ``exists=False`` on ENODEV."""
@@ -114,19 +130,6 @@ class NetlinkBackend:
             raise OSError(errno.EPROTO, "the kernel acknowledged RTM_GETLINK without a link")
         return parse_link(name, reply)
 
-    def kind(self, name: str) -> str | None:
-        """The link's kind; ENODEV if missing. Answered from :class:`LinkKinds` (kept
-        current by link notifications) when it knows, else by RTM_GETLINK."""
-        known = self._kinds.lookup(name)
-        if known is None:
-            status = self.status(name)
-            self._kinds.remember(status)
-            known = status.exists, status.kind
-        exists, kind = known
-        if not exists:
-            raise OSError(errno.ENODEV, os.strerror(errno.ENODEV), name)
-        return kind
-
     def close(self) -> None:
         """Close the netlink sockets."""
         self._sock.close()
@@ -136,7 +139,7 @@ class NetlinkBackend:
         self,
         msg_type: int,
         nl_flags: int,
-        name: str,
+        target: str | LinkRef,
         *,
         kind: str | None = None,
         flags: int | None = None,
@@ -146,18 +149,21 @@ class NetlinkBackend:
         ack: bool = True,
     ) -> bytes:
         """The request encoded by pyroute2 (sequence number 0), cached per distinct request
-        (requests with extra ``attrs``, the rare CAN settings, are not cached)."""
-        key = (msg_type, nl_flags, name, kind, flags, change, ext_mask, ack)
+        (requests with extra ``attrs``, the rare CAN settings, are not cached). A link is
+        addressed by index (a resolved :class:`LinkRef`) or by name (create, status)."""
+        index = target.ifindex if isinstance(target, LinkRef) else 0
+        key = (msg_type, nl_flags, index or target, kind, flags, change, ext_mask, ack)
         encoded = self._encoded.get(key) if attrs is None else None
         if encoded is not None:
             return encoded
         msg = ifinfmsg()
-        msg["index"] = 0
+        msg["index"] = index
         if flags is not None:
             msg["flags"] = flags
         if change is not None:
             msg["change"] = change
-        nlas: list[Any] = [("IFLA_IFNAME", name), *(attrs or [])]
+        nlas: list[Any] = [] if index else [("IFLA_IFNAME", target)]
+        nlas += attrs or []
         if kind is not None:
             nlas.append(("IFLA_LINKINFO", {"attrs": [("IFLA_INFO_KIND", kind)]}))
         if ext_mask is not None:
@@ -179,12 +185,12 @@ class NetlinkBackend:
         self,
         msg_type: int,
         nl_flags: int,
-        name: str,
+        target: str | LinkRef,
         **fields: Any,
     ) -> bytes | None:
         """Send one request; return the RTM_NEWLINK reply (GET) or None (ACK); errors ->
         OSError (TimeoutError when the kernel does not answer in time)."""
-        frame = bytearray(self._build(msg_type, nl_flags, name, **fields))
+        frame = bytearray(self._build(msg_type, nl_flags, target, **fields))
         self._seq = self._seq % 0x7FFFFFFF + 1
         seq = self._seq
         U32.pack_into(frame, _SEQ_OFFSET, seq)
@@ -196,6 +202,7 @@ class NetlinkBackend:
             self._reopen()
             raise
         if code:
+            name = target.name if isinstance(target, LinkRef) else target
             raise OSError(code, os.strerror(code), name)
         return reply
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 from hycan._peercred import PeerCredentials
 from hycan._protocol import Op
-from hycan._status import LinkStatus
+from hycan.backends.base import LinkRef
 
 DEFAULT_GROUP = "hycan"
 _VERBS = {
@@ -79,17 +79,19 @@ class InterfacePolicy:
         """Whether an admin allow-listed this name (``--allow-iface`` globs, case-sensitive)."""
         return self._matcher is not None and self._matcher.match(name) is not None
 
-    def refusal(self, op: Op, status: LinkStatus) -> str | None:
-        """None if ``op`` (UP/DOWN/SET_*) may act on the link ``status`` describes, else why not.
+    def refusal(self, op: Op, link: LinkRef) -> str | None:
+        """None if ``op`` (UP/DOWN/SET_*) may act on ``link``, else why not.
 
-        (DELETE of a non-vcan link is refused by the handler whatever the policy.)
+        Globs match the link's own name as the kernel reports it, never an altname the
+        client used for it. (DELETE of a non-vcan link is refused by the handler whatever
+        the policy.)
         """
-        if status.kind == "vcan" or self.name_allowed(status.name):
+        if link.kind == "vcan" or self.name_allowed(link.name):
             return None
-        what = f"{status.name} is a {status.kind or 'non-virtual'} link"
+        what = f"{link.name} is a {link.kind or 'non-virtual'} link"
         rule = (
             f"allowed: vcan links and names matching {', '.join(self.allow_globs)}"
             if self.allow_globs
             else "allowed: vcan links only; an admin can add --allow-iface GLOB"
         )
-        return f"refusing to {_VERBS.get(op, op.name)} {status.name}: {what} ({rule})"
+        return f"refusing to {_VERBS.get(op, op.name)} {link.name}: {what} ({rule})"
