@@ -191,3 +191,19 @@ def test_response_decoder_never_raises_on_garbage(chunks: list[bytes]) -> None:
         while isinstance(decoder.next_event(), Response):
             pass
         assert decoder.buffered < 4 + 0xFFFF
+
+
+@given(st.text(), st.integers(min_value=0, max_value=255), st.booleans())
+def test_encoding_a_response_never_raises(message: str, code: int, success: bool) -> None:
+    # Any text, lone surrogates included (they arrive from clients' JSON escapes).
+    frame = Response(success, code, message).encode()
+    decoder = ResponseDecoder()
+    decoder.receive_data(frame)
+    event = decoder.next_event()
+    assert isinstance(event, Response) and (event.success, event.code) == (success, code)
+    try:
+        exact = len(message.encode("utf-8")) <= 65535
+    except UnicodeEncodeError:
+        exact = False  # written as \udXXX escapes instead
+    if exact:
+        assert event.message == message

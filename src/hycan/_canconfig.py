@@ -61,15 +61,28 @@ class CanSettings:
 
     @classmethod
     def from_payload(cls, payload: bytes) -> CanSettings:
-        """Parse a SET_CAN payload; raise :class:`InvalidArgument` with the reason."""
+        """Parse a SET_CAN payload; raise :class:`InvalidArgument` with the reason.
+
+        The payload is client-controlled: what the messages quote of it (unknown keys) is
+        JSON-escaped ASCII, and deep nesting is a refusal like any other bad payload.
+        """
         try:
             data: Any = json.loads(payload.decode("utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        except ValueError as exc:  # not UTF-8, not JSON, or a number beyond int's digit limit
             raise InvalidArgument(f"invalid CAN settings: not a JSON object ({exc})") from None
+        except RecursionError:
+            raise InvalidArgument(
+                "invalid CAN settings: nested too deeply; a flat JSON object is expected"
+            ) from None
         if not isinstance(data, dict):
             raise InvalidArgument("invalid CAN settings: not a JSON object")
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:
-            raise InvalidArgument(f"invalid CAN settings: unknown keys {', '.join(unknown)}")
+            shown = ", ".join(json.dumps(key) for key in unknown[:5])
+            more = f" and {len(unknown) - 5} more" if len(unknown) > 5 else ""
+            raise InvalidArgument(
+                f"invalid CAN settings: unknown keys {shown}{more} "
+                f"(known: {', '.join(sorted(known))})"
+            )
         return cls(**data)

@@ -102,11 +102,15 @@ class Response(NamedTuple):
     message: str
 
     def encode(self) -> bytes:
-        """Serialize this response (message capped at 65535 bytes, cut on a char boundary)."""
-        body = self.message.encode("utf-8")
+        """Serialize this response (message capped at 65535 bytes, cut on a char boundary).
+
+        Never raises for any message: text that has no UTF-8 form (a lone surrogate, say,
+        from a client's JSON) is written as a ``\\udXXX`` escape instead.
+        """
+        body = self.message.encode("utf-8", "backslashreplace")
         if len(body) > MAX_MESSAGE:
             body = body[:MAX_MESSAGE].decode("utf-8", "ignore").encode("utf-8")
-        return RESPONSE_HEADER.pack(int(self.success), self.code, len(body)) + body
+        return RESPONSE_HEADER.pack(int(self.success), self.code & 0xFF, len(body)) + body
 
 
 def ok(message: str = "") -> Response:
