@@ -30,6 +30,7 @@ class Identities:
     group: str  # the access group handed to the daemon
     gid: int
     member: Identity  # in the group
+    member2: Identity  # another member, for "one member against another"
     outsider: Identity  # not in the group
     service: Identity  # a system user for `hycan-daemon --user`
 
@@ -50,7 +51,7 @@ def _user(name: str, *extra: str) -> Identity:
 
 @pytest.fixture
 def identities() -> Iterator[Identities]:
-    """A group, a member, an outsider and a system user; all removed afterwards."""
+    """A group, two members, an outsider and a system user; all removed afterwards."""
     if os.geteuid() != 0:
         pytest.skip("needs root to create throwaway users (CI runs as root)")
     tag = uuid.uuid4().hex[:6]
@@ -65,11 +66,13 @@ def identities() -> Iterator[Identities]:
         )
         member = _user(f"hyc-m-{tag}", "-G", group)
         users.append(member.name)
+        member2 = _user(f"hyc-n-{tag}", "-G", group)
+        users.append(member2.name)
         outsider = _user(f"hyc-o-{tag}")
         users.append(outsider.name)
         service = _user(f"hyc-s-{tag}", "--system")
         users.append(service.name)
-        yield Identities(group, gid, member, outsider, service)
+        yield Identities(group, gid, member, member2, outsider, service)
     finally:
         for name in users:
             subprocess.run(["userdel", name], check=False, capture_output=True)

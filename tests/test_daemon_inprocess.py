@@ -21,7 +21,8 @@ async def raw_exchange(path: str, data: bytes, expect: int) -> list[Response]:
     """Send raw bytes, read ``expect`` responses."""
     stream = await trio.open_unix_socket(path)
     async with stream:
-        await stream.send_all(data)
+        with contextlib.suppress(trio.BrokenResourceError):  # a refusal closes at once
+            await stream.send_all(data)
         decoder = ResponseDecoder()
         got: list[Response] = []
         with trio.fail_after(5):

@@ -193,7 +193,8 @@ def test_client_limit(tmp_path: Path) -> None:
             client.close()
     finally:
         _, log = proc.stop()
-    assert log.count("client limit (3) reached") == 1
+    busy = [line for line in log.splitlines() if "event=connect" in line and "result=busy" in line]
+    assert len(busy) == 1 and "3 clients connected (--max-clients)" in busy[0]
 
 
 def test_idle_connection_is_closed_and_client_reconnects(tmp_path: Path) -> None:

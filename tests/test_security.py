@@ -91,7 +91,7 @@ def test_outsider_is_refused_and_nothing_changes(
     assert f"uid {identities.outsider.uid} may not use hycan-daemon" in info.value.message
     assert not netns.link_is_up("veth0")
     _, log = secured.stop()
-    assert f"uid={identities.outsider.uid}" in log and "op=CONNECT result=refused" in log
+    assert f"event=connect uid={identities.outsider.uid}" in log and "result=refused" in log
 
 
 @pytest.mark.parametrize(
@@ -117,7 +117,7 @@ def test_member_is_refused_unlisted_links(
     assert info.value.code == ErrorCode.PERMISSION_DENIED
     assert netns.ip("-o", "link", "show", link) == before
     _, log = secured.stop()
-    assert f"name={link} result=error 10" in log
+    assert f"name={link} result=error code=10" in log
 
 
 def check_capabilities(pid: int) -> dict[str, str]:
@@ -140,6 +140,7 @@ def test_daemon_keeps_only_cap_net_admin(secured: DaemonProcess, netns: Netns) -
 def test_daemon_with_user_keeps_only_cap_net_admin(
     netns: Netns, shared_dir: Path, identities: Identities
 ) -> None:
+    shared_dir.chmod(0o1777)  # like /tmp: the service user can remove the socket it owns
     proc = start_daemon(netns, shared_dir, identities, "--user", identities.service.name)
     try:
         assert proc.proc is not None
@@ -188,3 +189,33 @@ def test_client_refuses_server_with_unexpected_uid(
     finally:
         os.kill(pid, 9)
         os.waitpid(pid, 0)
+
+
+def test_allow_uid_keeps_the_socket_0660_and_adds_an_acl_entry(
+    shared_dir: Path, identities: Identities
+) -> None:
+    allowed, stranger = identities.outsider, identities.service  # neither is in the group
+    proc = DaemonProcess(
+        str(shared_dir / "acl.sock"),
+        "--backend",
+        "memory",
+        "--group",
+        identities.group,
+        "--allow-uid",
+        str(allowed.uid),
+    ).start()
+    try:
+        assert stat.S_IMODE(os.stat(proc.path).st_mode) == 0o660  # never opened to all
+        assert os.getxattr(proc.path, "system.posix_acl_access")
+
+        def ping() -> int:
+            with DaemonClient(proc.path) as client:
+                return int(client.ping()["protocol"])
+
+        assert run_as(allowed, ping) == 1
+        assert run_as(identities.member, ping) == 1
+        with pytest.raises(hycan.HycanError, match=r"[Pp]ermission denied"):
+            run_as(stranger, ping)  # refused by the kernel: it never reaches the daemon
+    finally:
+        _, log = proc.stop()
+    assert f"uid={stranger.uid}" not in log

@@ -1,7 +1,7 @@
 """The daemon's listening socket: bound safely, never displacing a live daemon.
 
 The socket is bound inside a fresh private directory (0700) next to the final path,
-given its final owner and mode there, and only then renamed into place, so it is never
+given its final owner, mode and ACL there, and only then renamed into place, so it is never
 reachable with looser permissions than intended.
 """
 
@@ -13,7 +13,10 @@ import os
 import socket
 import stat
 import tempfile
+from collections.abc import Iterable
 from dataclasses import dataclass
+
+from hycan.daemon import acl
 
 log = logging.getLogger("hycan.daemon")
 
@@ -39,8 +42,12 @@ class BoundSocket:
         except FileNotFoundError:
             return
         if (st.st_dev, st.st_ino) == self.inode:
-            with contextlib.suppress(FileNotFoundError):
+            try:
                 os.unlink(self.path)
+            except FileNotFoundError:
+                pass
+            except OSError as exc:  # the directory changed since start-up (check_removable)
+                log.warning("could not remove %s (%s): the next start replaces it", self.path, exc)
 
 
 def _daemon_answers(path: str) -> bool:
@@ -75,8 +82,40 @@ def _clear_stale(path: str) -> None:
         os.unlink(path)
 
 
-def bind_unix(path: str, *, mode: int = 0o660, gid: int | None = None) -> BoundSocket:
-    """Bind and listen on ``path`` with ``mode`` and group ``gid`` from the first instant."""
+def check_removable(path: str, uid: int, gid: int, user: str) -> None:
+    """Refuse to start if ``user`` (``uid``/``gid``, no other groups) could not unlink the
+    socket it will own at ``path`` when it exits (it runs with CAP_NET_ADMIN only)."""
+    parent = os.path.dirname(os.path.abspath(path)) or "/"
+    try:
+        st = os.stat(parent)
+    except OSError:
+        return  # bind_unix says what is wrong with the directory
+    if st.st_uid == uid:
+        bits = st.st_mode >> 6
+    elif st.st_gid == gid:
+        bits = st.st_mode >> 3
+    else:
+        bits = st.st_mode
+    if bits & 0o3 != 0o3:  # unlink needs write and search permission on the directory
+        raise StartupError(
+            f"--user {user} could not remove {path} when it exits: {parent} is not "
+            f"writable by {user}. Put the socket in a directory {user} may write (e.g. "
+            f"`install -d -o {user} -g hycan -m 0750 /run/hycan`, then --socket "
+            "/run/hycan/hycan.sock), or let systemd own the socket (deploy/systemd)"
+        )
+
+
+def bind_unix(
+    path: str,
+    *,
+    mode: int = 0o660,
+    gid: int | None = None,
+    uid: int | None = None,
+    allow_uids: Iterable[int] = (),
+) -> BoundSocket:
+    """Bind and listen on ``path`` with ``mode``, owner ``uid``, group ``gid`` and a
+    read+write ACL entry for each of ``allow_uids``, all from the first instant."""
+    allow_uids = tuple(allow_uids)
     parent = os.path.dirname(os.path.abspath(path)) or "/"
     if not os.path.isdir(parent):
         raise StartupError(f"cannot create {path}: directory {parent} does not exist")
@@ -91,15 +130,27 @@ def bind_unix(path: str, *, mode: int = 0o660, gid: int | None = None) -> BoundS
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
     try:
         sock.bind(staged)
-        if gid is not None:
-            os.chown(staged, -1, gid)
+        if gid is not None or uid is not None:
+            os.chown(staged, -1 if uid is None else uid, -1 if gid is None else gid)
         os.chmod(staged, mode)
+        if allow_uids:
+            try:
+                acl.grant(staged, allow_uids)
+            except OSError as exc:
+                raise StartupError(
+                    f"cannot give uids {', '.join(map(str, allow_uids))} access to {path}: "
+                    f"the file system of {parent} takes no POSIX ACL ({exc.strerror}); "
+                    "put the socket elsewhere, or admit them with --group instead"
+                ) from None
         sock.listen(socket.SOMAXCONN)
         st = os.lstat(staged)
         os.rename(staged, path)
     except OSError as exc:
         sock.close()
         raise StartupError(f"cannot bind {path}: {exc.strerror or exc}") from None
+    except StartupError:
+        sock.close()
+        raise
     finally:
         with contextlib.suppress(OSError):
             os.unlink(staged)

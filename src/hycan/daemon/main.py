@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import pwd
 import signal
 import sys
 
@@ -21,7 +22,8 @@ from hycan._handler import Handler
 from hycan._paths import MANUAL_SOCKET
 from hycan.backends.base import Backend
 from hycan.daemon import systemd
-from hycan.daemon.listener import BoundSocket, StartupError, bind_unix
+from hycan.daemon.listener import BoundSocket, StartupError, bind_unix, check_removable
+from hycan.daemon.logfmt import LineFormatter
 from hycan.daemon.policy import DEFAULT_GROUP, AccessPolicy, InterfacePolicy
 from hycan.daemon.privileges import PrivilegeError, drop_privileges
 from hycan.daemon.server import Limits, Server
@@ -64,8 +66,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         action="append",
         default=[],
         metavar="UID",
-        help="also admit this uid (repeatable; makes the socket file 0666, access is still "
-        "checked per connection from the kernel's peer credentials)",
+        help="also admit this uid (repeatable; the socket stays 0660 and gets a POSIX ACL "
+        "entry for it; access is still checked per connection from the kernel's peer "
+        "credentials)",
     )
     parser.add_argument(
         "--allow-iface",
@@ -91,12 +94,21 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         f"(default {defaults.max_clients})",
     )
     parser.add_argument(
+        "--max-clients-per-uid",
+        type=int,
+        default=defaults.max_clients_per_uid,
+        metavar="N",
+        help="concurrent connections of one uid (root is exempt); more are answered 'busy' "
+        f"and closed (default {defaults.max_clients_per_uid})",
+    )
+    parser.add_argument(
         "--idle-timeout",
         type=float,
         default=defaults.idle_timeout,
         metavar="SECONDS",
-        help="close connections idle (or not reading replies) this long "
-        f"(default {defaults.idle_timeout:g}; clients reconnect transparently)",
+        help="close connections that complete no request (or read no reply) this long, "
+        f"partial frames or not (default {defaults.idle_timeout:g}; clients reconnect "
+        "transparently)",
     )
     parser.add_argument(
         "--request-timeout",
@@ -124,7 +136,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.max_buffer < defaults.max_buffer:
         parser.error(f"--max-buffer must be at least {defaults.max_buffer} (one full frame)")
-    if min(args.max_clients, args.idle_timeout, args.request_timeout) <= 0 or args.grace < 0:
+    limits = (args.max_clients, args.max_clients_per_uid, args.idle_timeout, args.request_timeout)
+    if min(limits) <= 0 or args.grace < 0:
         parser.error("limits must be positive")
     if args.socket_path and args.socket_opt and args.socket_path != args.socket_opt:
         parser.error("give the socket path once (positional or --socket)")
@@ -138,16 +151,20 @@ def make_backend(kind: str, timeout: float) -> Backend:
         from hycan.backends.memory import MemoryBackend
 
         return MemoryBackend()
+    # pyroute2's tc module warns at import when /proc/net/psched is unreadable (systemd's
+    # ProcSubset=pid): a part of pyroute2 the daemon never uses.
+    logging.getLogger("pyroute2.netlink.rtnl.tcmsg.common").setLevel(logging.ERROR)
     from hycan.backends.netlink import NetlinkBackend
 
     return NetlinkBackend(timeout=timeout)
 
 
-def obtain_socket(path: str, access: AccessPolicy, open_to_all: bool) -> BoundSocket:
+def obtain_socket(path: str, access: AccessPolicy, user: str | None) -> BoundSocket:
     """The socket systemd passed us, or a freshly bound one at ``path``.
 
-    A bound socket is 0660 and owned by the access group (when there is one); with
-    ``open_to_all`` (``--allow-uid``) it is 0666 and the peer check alone decides.
+    A bound socket is 0660, owned by the access group (when there is one) and, with
+    ``--user``, by that user (so it can remove the socket when it exits); each
+    ``--allow-uid`` gets a POSIX ACL entry rather than the socket being opened to all.
     """
     inherited = systemd.listen_fds()
     if inherited:
@@ -155,8 +172,17 @@ def obtain_socket(path: str, access: AccessPolicy, open_to_all: bool) -> BoundSo
             raise StartupError(f"systemd passed {len(inherited)} sockets; hycan-daemon takes one")
         sock = inherited[0]
         return BoundSocket(sock, str(sock.getsockname()), None)
+    owner = None
+    if user:
+        try:
+            entry = pwd.getpwnam(user)
+        except KeyError:
+            raise StartupError(f"--user {user}: no such user") from None
+        check_removable(path, entry.pw_uid, entry.pw_gid, user)
+        owner = entry.pw_uid
     gid = min(access.gids) if access.gids else None
-    return bind_unix(path, mode=0o666 if open_to_all else 0o660, gid=gid)
+    allowed = sorted(access.uids - {0, os.geteuid()})
+    return bind_unix(path, mode=0o660, gid=gid, uid=owner, allow_uids=allowed)
 
 
 def restrict_privileges(args: argparse.Namespace) -> None:
@@ -188,11 +214,9 @@ async def run(server: Server, bound: BoundSocket, backend_name: str) -> None:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``hycan-daemon``."""
     args = parse_args(argv)
-    logging.basicConfig(
-        level=args.log_level,
-        stream=sys.stderr,
-        format="%(asctime)s hycan-daemon[%(process)d] %(levelname)s %(message)s",
-    )
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(LineFormatter())  # one line of printable ASCII per record
+    logging.basicConfig(level=args.log_level, handlers=[handler])
     # Skip LogRecord work our format never prints (logging HOWTO, "Optimization").
     logging.logThreads = False
     logging.logMultiprocessing = False
@@ -200,7 +224,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.group and not access.gids:
         log.warning("group %r does not exist: only root and listed uids are admitted", args.group)
     try:
-        bound = obtain_socket(args.socket, access, open_to_all=bool(args.allow_uid))
+        bound = obtain_socket(args.socket, access, args.user)
     except (StartupError, systemd.ListenFdError) as exc:
         print(f"hycan-daemon: {exc}", file=sys.stderr)
         return 1
@@ -208,9 +232,15 @@ def main(argv: list[str] | None = None) -> int:
         backend = make_backend(args.backend, args.request_timeout)
         restrict_privileges(args)
         links = InterfacePolicy(tuple(args.allow_iface))
-        handler = Handler(backend, backend_name=args.backend, policy=links)
-        limits = Limits(args.max_clients, args.idle_timeout, args.max_buffer, args.grace)
-        trio.run(run, Server(handler, access.authorize, limits), bound, args.backend)
+        requests = Handler(backend, backend_name=args.backend, policy=links)
+        limits = Limits(
+            max_clients=args.max_clients,
+            max_clients_per_uid=args.max_clients_per_uid,
+            idle_timeout=args.idle_timeout,
+            max_buffer=args.max_buffer,
+            grace=args.grace,
+        )
+        trio.run(run, Server(requests, access.authorize, limits), bound, args.backend)
         # Shut down already: a second SIGTERM must not turn exit 0 into death by signal.
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         signal.signal(signal.SIGINT, signal.SIG_IGN)

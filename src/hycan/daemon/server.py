@@ -1,4 +1,9 @@
-"""The trio server: one nursery task per client, bytes through the sans-IO decoder.
+"""The trio server: one nursery task per admitted client, bytes through the sans-IO decoder.
+
+Admission happens in the accept loop itself, before any task exists: the peer's kernel
+credentials are read, and a peer that is not admitted, or over a limit (``--max-clients``,
+``--max-clients-per-uid``), is answered at once and closed. So a refused or over-cap
+connection never holds a slot that an admitted client needs, however many are made.
 
 A client task reads whatever has arrived, turns the complete frames into responses (at
 most ``_BATCH`` per turn) and writes them back in one send, so pipelined requests cost one
@@ -6,21 +11,23 @@ read and one write. Handlers are synchronous and answer in microseconds; no clie
 on another: a pipelining client yields after each batch, a busy one every ``_STREAK``
 reads.
 
+Fault containment: an unexpected exception while serving one client (a bug) is logged
+once with its traceback, that client gets "internal error" and its connection is closed;
+the server and every other client go on.
+
 The hot path is kept short (see docs/perf.md): stdlib sockets in non-blocking mode, read
 before waiting (``trio.lowlevel.wait_readable`` only when nothing is there yet), one
 cancel scope per connection whose deadline (the idle timeout) moves at most once a second,
 and audit lines written after the replies, in one write per batch.
 
-Limits (:class:`Limits`) bound what one client can cost: concurrent clients, idle time,
-buffered bytes. :meth:`Server.shutdown` stops accepting, drops idle clients at once, and
-gives clients in the middle of a request ``grace`` seconds to receive their answers.
+:meth:`Server.shutdown` stops accepting, drops idle clients at once, and gives clients in
+the middle of a request ``grace`` seconds to receive their answers.
 """
 
 from __future__ import annotations
 
 import errno
 import logging
-import math
 import socket
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -39,7 +46,7 @@ from hycan._protocol import (
     failure,
 )
 from hycan._trio_io import receive, send_all
-from hycan.daemon.audit import AuditLog
+from hycan.daemon.audit import SUMMARY_EVERY, AuditLog, Throttle
 from hycan.daemon.policy import AccessPolicy
 from hycan.errors import ErrorCode
 
@@ -52,6 +59,7 @@ _READ_ONLY_OPS = frozenset({Op.PING, Op.STATUS})  # audited at DEBUG when they s
 _STREAK = 8  # requests read without waiting before other clients get a turn
 _BATCH = 64  # pipelined requests answered per turn
 _DEADLINE_STEP = 1.0  # move a connection's idle deadline at most this often (seconds)
+_INTERNAL_ERROR = failure(ErrorCode.INTERNAL, "internal error in hycan-daemon (see its log)")
 
 Authorizer = Callable[[PeerCredentials], str | None]
 """Returns None to admit a peer, or the reason it is refused."""
@@ -62,7 +70,8 @@ class Limits:
     """What one client may cost the daemon (each has a ``hycan-daemon`` flag)."""
 
     max_clients: int = 256
-    idle_timeout: float = 300.0  # seconds without a complete request or a readable reply
+    max_clients_per_uid: int = 16  # root is exempt
+    idle_timeout: float = 300.0  # seconds without a complete request (or a reply read)
     max_buffer: int = DEFAULT_MAX_BUFFER  # bytes buffered per connection
     grace: float = 2.0  # seconds in-flight requests get at shutdown
 
@@ -105,7 +114,8 @@ class _Connection:
 class Server:
     """Serves the protocol on a listening socket with a :class:`Handler`.
 
-    ``authorize`` defaults to root and the daemon's own uid (``AccessPolicy.build``).
+    ``authorize`` defaults to root and the daemon's own uid (``AccessPolicy.build``); the
+    audit log defaults to stderr with failures throttled per uid.
     """
 
     def __init__(
@@ -118,12 +128,13 @@ class Server:
         self.handler = handler
         self.authorize = authorize or AccessPolicy.build(group=None).authorize
         self.limits = limits or Limits()
-        self.audit = audit or AuditLog()
+        self.audit = audit or AuditLog(throttle=Throttle())
         self.clients = 0
+        self._per_uid: dict[int, int] = {}
         self._connections: set[_Connection] = set()
         self._accepting = trio.CancelScope()
+        self._ticking = trio.CancelScope()
         self._stopping = False
-        self._busy_logged = False
 
     async def serve(
         self,
@@ -136,79 +147,124 @@ class Server:
         Returns when every client task has finished (bounded by ``limits.grace``).
         """
         sock.setblocking(False)
-        async with trio.open_nursery() as clients:
-            with self._accepting:
-                task_status.started()
-                while True:
-                    await trio.lowlevel.wait_readable(sock)
-                    try:
-                        conn, _ = sock.accept()
-                    except BlockingIOError:
-                        continue
-                    except OSError as exc:
-                        if exc.errno not in _ACCEPT_CAPACITY_ERRORS:
-                            raise
-                        log.warning("accept failed (%s): retrying in 0.1 s", exc.strerror)
-                        await trio.sleep(0.1)
-                        continue
-                    conn.setblocking(False)
-                    clients.start_soon(self._serve_client, conn)
-            clients.cancel_scope.deadline = trio.current_time() + self.limits.grace
+        try:
+            async with trio.open_nursery() as clients:
+                clients.start_soon(self._tick)
+                with self._accepting:
+                    task_status.started()
+                    while True:
+                        await trio.lowlevel.wait_readable(sock)
+                        try:
+                            conn, _ = sock.accept()
+                        except BlockingIOError:
+                            continue
+                        except OSError as exc:
+                            if exc.errno not in _ACCEPT_CAPACITY_ERRORS:
+                                raise
+                            log.warning("accept failed (%s): retrying in 0.1 s", exc.strerror)
+                            await trio.sleep(0.1)
+                            continue
+                        self._admit(conn, clients)
+                self._ticking.cancel()
+                clients.cancel_scope.deadline = trio.current_time() + self.limits.grace
+        finally:
+            self.audit.tick(final=True)
 
     def shutdown(self) -> None:
         """Stop accepting and drop idle clients; busy ones get ``limits.grace`` to finish."""
         self._stopping = True
         self._accepting.cancel()
+        self._ticking.cancel()
         for connection in self._connections:
             if connection.idle:
                 connection.scope.cancel()
 
-    async def _serve_client(self, conn: socket.socket) -> None:
+    async def _tick(self) -> None:
+        """Write the audit log's due summaries of suppressed lines, once a second."""
+        with self._ticking:
+            while True:
+                await trio.sleep(SUMMARY_EVERY)
+                self.audit.tick()
+
+    def _admit(self, conn: socket.socket, clients: trio.Nursery) -> None:
+        """Admit ``conn`` (a task of its own) or answer and close it at once."""
+        try:
+            conn.setblocking(False)
+            peer = peer_credentials(conn)
+            refusal = self._refusal(peer)
+            if refusal is not None:
+                result, code, message = refusal
+                self.audit.connection(peer, result, code, message)
+                _answer_and_close(conn, failure(code, message))
+                return
+        except OSError:
+            conn.close()  # the client is already gone
+            return
+        except Exception:
+            log.exception("unexpected error admitting a client: closed its connection")
+            conn.close()
+            return
         self.clients += 1
+        self._per_uid[peer.uid] = self._per_uid.get(peer.uid, 0) + 1
+        clients.start_soon(self._serve_client, conn, peer)
+
+    def _refusal(self, peer: PeerCredentials) -> tuple[str, ErrorCode, str] | None:
+        """Why ``peer`` may not have a connection now, as (result, code, message)."""
+        reason = self.authorize(peer)
+        if reason is not None:
+            return "refused", ErrorCode.PERMISSION_DENIED, reason
+        limits = self.limits
+        if self.clients >= limits.max_clients:
+            return (
+                "busy",
+                ErrorCode.BUSY,
+                f"hycan-daemon is busy: {limits.max_clients} clients connected "
+                "(--max-clients); try again later",
+            )
+        cap = limits.max_clients_per_uid
+        if peer.uid != 0 and self._per_uid.get(peer.uid, 0) >= cap:
+            return (
+                "busy",
+                ErrorCode.BUSY,
+                f"too many connections: uid {peer.uid} already has {cap} open, and "
+                f"hycan-daemon allows {cap} connections per uid (--max-clients-per-uid); "
+                "close some or share one (a client carries any number of calls)",
+            )
+        return None
+
+    async def _serve_client(self, conn: socket.socket, peer: PeerCredentials) -> None:
         try:
             with conn:
-                await self._admit_and_converse(conn)
+                await self._converse(conn, peer)
         except OSError:
             pass  # the client went away (reset, broken pipe); closing is all there is to do
+        except Exception:
+            log.exception(
+                "unexpected error serving uid %d pid %d: closed its connection", peer.uid, peer.pid
+            )
         finally:
             self.clients -= 1
+            left = self._per_uid[peer.uid] - 1
+            if left:
+                self._per_uid[peer.uid] = left
+            else:
+                del self._per_uid[peer.uid]
             self.audit.flush()
-
-    async def _admit_and_converse(self, conn: socket.socket) -> None:
-        peer = peer_credentials(conn)
-        if self.clients > self.limits.max_clients:
-            if not self._busy_logged:
-                log.warning("client limit (%d) reached: refusing new clients", self.clients - 1)
-                self._busy_logged = True
-            message = f"hycan-daemon is busy: {self.limits.max_clients} clients connected"
-            with trio.move_on_after(self.limits.idle_timeout):
-                await send_all(conn, failure(ErrorCode.BUSY, message).encode())
-            return
-        self._busy_logged = False
-        refusal = self.authorize(peer)
-        if refusal is not None:
-            self.audit.refusal(peer, refusal)
-            with trio.move_on_after(self.limits.idle_timeout):
-                await send_all(conn, failure(ErrorCode.PERMISSION_DENIED, refusal).encode())
-                await _linger(conn)
-            return
-        await self._converse(conn, peer)
 
     async def _converse(self, conn: socket.socket, peer: PeerCredentials) -> None:
         decoder = RequestDecoder(self.limits.max_buffer)
         idle_timeout = self.limits.idle_timeout
-        with trio.CancelScope() as scope:
+        # The deadline is moved only when a complete request was answered (at most once a
+        # _DEADLINE_STEP, hence the extra step): a connection that completes no request for
+        # idle_timeout (idle, dripping a partial frame, or not reading its replies) is closed
+        # within idle_timeout + _DEADLINE_STEP.
+        moved = trio.current_time()
+        with trio.CancelScope(deadline=moved + idle_timeout + _DEADLINE_STEP) as scope:
             connection = _Connection(conn, scope)
             self._connections.add(connection)
-            moved = -math.inf
             more = False  # complete requests left in the decoder after a full batch
             try:
                 while not self._stopping:
-                    now = trio.current_time()
-                    if now - moved >= _DEADLINE_STEP:
-                        # At least idle_timeout of silence (or of not reading) ends it.
-                        scope.deadline = now + idle_timeout + _DEADLINE_STEP
-                        moved = now
                     if more:
                         # A pipelining client gets _BATCH answers per turn, then the others.
                         await trio.lowlevel.cancel_shielded_checkpoint()
@@ -217,44 +273,77 @@ class Server:
                         if not data:
                             return
                         decoder.receive_data(data)
-                    replies: list[bytes] = []
-                    while len(replies) < _BATCH and isinstance(
-                        event := decoder.next_event(), Request | BadRequest
-                    ):
-                        replies.append(self._answer(event, peer).encode())
+                    replies, fault = self._answer_batch(decoder, peer)
                     more = len(replies) == _BATCH
                     if replies:
                         await send_all(conn, b"".join(replies))
+                        now = trio.current_time()
+                        if now - moved >= _DEADLINE_STEP:
+                            scope.deadline = now + idle_timeout + _DEADLINE_STEP
+                            moved = now
                     self.audit.flush()
+                    if fault:
+                        return
             finally:
                 self._connections.discard(connection)
         if scope.cancelled_caught and not self._stopping:
-            log.info("closing a connection idle (or not reading its replies) for %gs", idle_timeout)
-
-    def _answer(self, event: Request | BadRequest, peer: PeerCredentials) -> Response:
-        if isinstance(event, BadRequest):
-            self.audit.request(
-                peer, event.op_label, event.name, f"error {event.code}: {event.message}"
+            log.info(
+                "closed the connection of uid %d pid %d: no complete request (or reply read) "
+                "for %gs",
+                peer.uid,
+                peer.pid,
+                idle_timeout,
             )
-            return failure(event.code, event.message)
-        try:
-            response = self.handler.handle(event)
-        except Exception:
-            log.exception("internal error handling %s", event)
-            response = failure(ErrorCode.INTERNAL, "internal error in hycan-daemon (see its log)")
-        self.audit.request(
-            peer,
-            event.op.name,
-            event.name,
-            "ok" if response.success else f"error {response.code}: {response.message}",
-            routine=response.success and event.op in _READ_ONLY_OPS,
-        )
-        return response
+
+    def _answer_batch(
+        self, decoder: RequestDecoder, peer: PeerCredentials
+    ) -> tuple[list[bytes], bool]:
+        """Up to ``_BATCH`` encoded replies, and whether answering one of them failed (a bug:
+        logged, answered "internal error", and the connection is to be closed)."""
+        replies: list[bytes] = []
+        while len(replies) < _BATCH and isinstance(
+            event := decoder.next_event(), Request | BadRequest
+        ):
+            try:
+                replies.append(self._answer(event, peer))
+            except Exception:
+                log.exception(
+                    "internal error answering uid %d pid %d: closing its connection",
+                    peer.uid,
+                    peer.pid,
+                )
+                replies.append(_INTERNAL_ERROR.encode())
+                return replies, True
+        return replies, False
+
+    def _answer(self, event: Request | BadRequest, peer: PeerCredentials) -> bytes:
+        audit = self.audit
+        if isinstance(event, BadRequest):
+            audit.request(peer, event.op_label, event.name, code=event.code, message=event.message)
+            return failure(event.code, event.message).encode()
+        response, link = self.handler.answer(event)
+        if response.success:
+            audit.request(
+                peer, event.op.name, event.name, link=link, routine=event.op in _READ_ONLY_OPS
+            )
+        else:
+            audit.request(
+                peer,
+                event.op.name,
+                event.name,
+                code=response.code,
+                message=response.message,
+                link=link,
+            )
+        return response.encode()
 
 
-async def _linger(conn: socket.socket, seconds: float = 1.0) -> None:
-    """Half-close and drain briefly, so a refused client reads our answer instead of a reset."""
-    conn.shutdown(socket.SHUT_WR)
-    with trio.move_on_after(seconds):
-        while await receive(conn, 4096):
-            pass
+def _answer_and_close(conn: socket.socket, response: Response) -> None:
+    """Send ``response`` if the socket takes it now, and close: a refused client reads the
+    answer before the EOF (its own unread request does not destroy what we sent)."""
+    try:
+        conn.send(response.encode())
+    except OSError:
+        pass
+    finally:
+        conn.close()
