@@ -14,6 +14,7 @@ from collections.abc import Callable
 from typing import NamedTuple, Protocol
 
 from hycan import __version__
+from hycan._advice import vcan_missing
 from hycan._canconfig import CanSettings
 from hycan._protocol import PROTOCOL_VERSION, Op, Request, Response, failure, ok
 from hycan.backends.base import Backend, LinkRef
@@ -28,11 +29,6 @@ from hycan.errors import (
     OperationFailed,
     PermissionDenied,
     Timeout,
-)
-
-VCAN_MISSING = (
-    "not supported: the vcan kernel module is missing "
-    "(run `modprobe vcan`, or install linux-modules-extra-$(uname -r))"
 )
 
 # What failed, per op, and the C++-compatible code for a kernel refusal we can't classify.
@@ -212,7 +208,7 @@ def kernel_error(op: Op, name: str, exc: OSError) -> HycanError:
             "in this network namespace"
         )
     if code == errno.EOPNOTSUPP and op is Op.CREATE_VCAN:
-        return NotSupported(VCAN_MISSING)
+        return NotSupported(vcan_missing())
     if code == errno.EOPNOTSUPP and op in _CAN_OPS:
         return NotSupported(
             f"not supported: {name} does not support these CAN settings (a vcan has no "

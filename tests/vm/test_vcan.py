@@ -168,7 +168,7 @@ def test_create_without_vcan_module_says_how_to_fix(vm_daemon: DaemonProcess) ->
     with DaemonClient(vm_daemon.path) as client, pytest.raises(hycan.NotSupported) as info:
         client.create("vcan0")
     assert info.value.code == ErrorCode.NOT_SUPPORTED
-    assert info.value.message.startswith("not supported: the vcan kernel module is missing")
+    assert info.value.message.startswith("not supported: the vcan kernel module is not loaded")
     assert "modprobe vcan" in info.value.message
     assert link("vcan0") is None
 
