@@ -97,9 +97,9 @@ class Throttle:
 def _summary(uid: int, quota: _Quota, seconds: float) -> str:
     parts = []
     if quota.requests:
-        parts.append(f"{quota.requests} failed requests")
+        parts.append(f"{quota.requests} more failed requests")
     if quota.connections:
-        parts.append(f"{quota.connections} refused connections")
+        parts.append(f"{quota.connections} more refused connections")
     what = " and ".join(parts)
     return "WARNING " + fields(
         event="suppressed",
@@ -109,7 +109,7 @@ def _summary(uid: int, quota: _Quota, seconds: float) -> str:
         requests=quota.requests,
         connections=quota.connections,
         seconds=f"{seconds:.1f}",
-        message=f"... and {what} more from uid {uid} pid {quota.pid} in {seconds:.1f} s",
+        message=f"... and {what} from uid {uid} pid {quota.pid} in {seconds:.1f} s",
     )
 
 
