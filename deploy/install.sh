@@ -527,7 +527,7 @@ do_uninstall() {
         say "removing exactly what $(d "$manifest") lists, following no symlink"
         manifest_tool "$python" remove "${dry[@]}"
     else
-        say "no $(d "$manifest"): installed by an older install.sh; removing the files it laid out under --prefix $prefix (only where they are still what it made, following no symlink)"
+        say "no $(d "$manifest") (nothing installed, or installed by an install.sh from before the manifest): removing what those laid out under --prefix $prefix, where it is still what they made, following no symlink"
         legacy_entries | manifest_tool "$python" remove "${dry[@]}" --entries -
     fi
     if [ -z "$destdir" ]; then

@@ -122,6 +122,13 @@ def test_dry_run_prints_actions_and_changes_nothing(stage: Path) -> None:
         assert word not in out, word
 
 
+def test_an_empty_system_python_skips_the_system_library(stage: Path) -> None:
+    result = install(stage, "--prefix", "/usr", "--dry-run", SYSTEM_PYTHON="")
+    assert "SYSTEM_PYTHON is empty: not installing the library" in result.stdout
+    assert "+ unpack" not in result.stdout
+    assert "/usr/share/hycan/wheels/" in result.stdout  # the wheel is still kept
+
+
 def test_destdir_install_lays_out_exactly_the_documented_files(stage: Path) -> None:
     result = install(stage, "--prefix", "/usr", "--no-venv")
     assert files_under(stage) == EXPECTED_FILES
