@@ -15,8 +15,10 @@ from pathlib import Path
 
 import pytest
 
+from tests import test_deploy
 from tests.test_deploy import MANIFEST, ROOT, VENV, files_under, install, manifest_entries
 
+stage = test_deploy.stage  # the fixture: an empty DESTDIR below tmp_path
 TOOL = ROOT / "deploy" / "manifest.py"
 
 
@@ -54,13 +56,6 @@ def outside_venv(tmp_path: Path) -> Path:
     (target / "pyvenv.cfg").write_text("home = /usr/bin\n")
     (target / "precious").write_text("not hycan's\n")
     return target
-
-
-@pytest.fixture
-def stage(tmp_path: Path) -> Path:
-    path = tmp_path / "stage"
-    path.mkdir()
-    return path
 
 
 def test_uninstall_removes_a_recorded_venv(stage: Path, tmp_path: Path) -> None:
@@ -103,26 +98,27 @@ def test_uninstall_follows_no_symlink(
     assert files_under(stage) == {swapped}
 
 
-def test_legacy_uninstall_removes_the_old_layout(stage: Path) -> None:
+@pytest.mark.parametrize(
+    ("venv_file", "kept", "message"),
+    [
+        ("pyvenv.cfg", set(), ""),
+        ("data", {f"{VENV}/data"}, "holds no pyvenv.cfg (not a venv)"),
+    ],
+    ids=["venv", "not-a-venv"],
+)
+def test_legacy_uninstall_removes_the_old_layout(
+    stage: Path, venv_file: str, kept: set[str], message: str
+) -> None:
     """No manifest (an older install.sh): its fixed layout, still only what it made."""
     install(stage, "--prefix", "/usr", "--no-venv")
     (stage / MANIFEST).unlink()
     (stage / VENV).mkdir(parents=True)
-    (stage / VENV / "pyvenv.cfg").write_text("home = /usr/bin\n")
+    (stage / VENV / venv_file).write_text("home = /usr/bin\n")
     result = install(stage, "--prefix", "/usr", "--uninstall")
     assert "from before the manifest" in result.stdout
-    assert files_under(stage) == set()
-    assert not (stage / "usr/lib/hycan").exists()
-
-
-def test_legacy_uninstall_keeps_a_directory_that_is_not_a_venv(stage: Path) -> None:
-    install(stage, "--prefix", "/usr", "--no-venv")
-    (stage / MANIFEST).unlink()
-    (stage / VENV).mkdir(parents=True)
-    (stage / VENV / "data").write_text("someone's\n")
-    result = install(stage, "--prefix", "/usr", "--uninstall")
-    assert "holds no pyvenv.cfg (not a venv)" in result.stderr
-    assert files_under(stage) == {f"{VENV}/data"}
+    assert message in result.stderr
+    assert files_under(stage) == kept
+    assert (stage / "usr/lib/hycan").exists() == bool(kept)
 
 
 @pytest.mark.parametrize("writable", ["var/lib/hycan", MANIFEST])
