@@ -6,6 +6,9 @@ Real-kernel tests need root (netns, VM); as non-root they are skipped with a rea
 
 from __future__ import annotations
 
+import shutil
+from pathlib import Path
+
 import nox
 
 nox.options.sessions = ["lint", "tests", "units", "vm"]
@@ -23,12 +26,19 @@ def tests(session: nox.Session) -> None:
 
 @nox.session
 def lint(session: nox.Session) -> None:
-    """ruff, mypy --strict on src/ and bench/, and the generated sync client being current."""
-    session.install("-e", ".[test]", "ruff", "mypy")
-    session.run("ruff", "check", "src", "bench", "tests", "scripts", "noxfile.py")
-    session.run("ruff", "format", "--check", "src", "bench", "tests", "scripts", "noxfile.py")
+    """ruff, mypy --strict, the generated sync client being current, sdist + wheel twine-clean."""
+    session.install("-e", ".[test]", "ruff", "mypy", "build", "twine")
+    python_files = ["src", "bench", "tests", "scripts", "deploy", "noxfile.py"]
+    session.run("ruff", "check", *python_files)
+    session.run("ruff", "format", "--check", *python_files)
     session.run("mypy", "--strict", "src", "bench")
+    session.run("mypy", "--strict", "deploy/manifest.py")
     session.run("python", "scripts/unasync.py", "--check")
+    # What a package index would get: built into the session's directory, not the checkout.
+    dist = Path(session.create_tmp()) / "dist"
+    shutil.rmtree(dist, ignore_errors=True)
+    session.run("python", "-m", "build", "--outdir", str(dist))
+    session.run("twine", "check", "--strict", *sorted(str(f) for f in dist.iterdir()))
 
 
 @nox.session
