@@ -184,7 +184,7 @@ class FreshRun:
         command = f"cd {CLONE} && {self.readme.install}"
         ok = self.login("README install command", "root", command, Expect(0), 1800)
         # Socket activation: nothing may have started the daemon in the host's namespace.
-        never = ["systemctl", "show", "--value", "-p", "ActiveEnterTimestampMonotonic"]
+        never = ["systemctl", "show", "--value", "-p", "ExecMainStartTimestampMonotonic"]
         self.inside(
             "daemon never ran in the host network",
             [*never, "hycan-daemon.service"],
