@@ -11,7 +11,7 @@ import os
 
 import nox
 
-nox.options.sessions = ["lint", "tests", "units", "vm"]
+nox.options.sessions = ["lint", "tests", "units", "vm", "fresh"]
 nox.options.default_venv_backend = "venv"
 nox.options.error_on_missing_interpreters = True
 

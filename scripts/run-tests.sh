@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Run hycan's whole test suite on a fresh Debian 12 machine (as root):
 # installs what the tests need (apt), nox into a venv of Debian's python3, then
-# runs `nox` (lint, tests, units, vm). Extra arguments go to nox, e.g.
+# runs `nox` (lint, tests, units, vm, fresh). Extra arguments go to nox, e.g.
 # `scripts/run-tests.sh -s tests`.
 #
 # Debian's /usr/bin/python3 is "externally managed" (PEP 668): pip may not install
