@@ -1,17 +1,19 @@
 """Task runner. `nox` runs everything CI runs; `nox -s tests` is the fast inner loop.
 
-Sessions: lint, tests, units (systemd unit checks), vm (real vcan in a qemu VM), bench.
-Real-kernel tests need root (netns, VM); as non-root they are skipped with a reason.
+Sessions: lint, tests, units (systemd unit checks), vm (real vcan in a qemu VM), fresh (README's
+install and a member's first steps in a fresh Debian 12 root), bench.
+Real-kernel tests need root (netns, VM, fresh root); as non-root they are skipped with a reason.
 """
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
 import nox
 
-nox.options.sessions = ["lint", "tests", "units", "vm"]
+nox.options.sessions = ["lint", "tests", "units", "vm", "fresh"]
 nox.options.default_venv_backend = "venv"
 nox.options.error_on_missing_interpreters = True
 
@@ -67,6 +69,18 @@ def vm(session: nox.Session) -> None:
     session.run(
         *runner, "--append", "module_blacklist=vcan", "--env", "HYCAN_VM_VCAN=0", "--", *pytest
     )
+
+
+@nox.session
+def fresh(session: nox.Session) -> None:
+    """debootstrap a Debian 12 root, run README's install command, then a member's first steps.
+
+    Root only (debootstrap, systemd-nspawn); see tests/fresh/README.md. Arguments go to
+    tests/fresh/run_fresh.py, e.g. `nox -s fresh -- --source ../other-checkout`.
+    """
+    if os.geteuid() != 0:
+        session.skip("needs root (debootstrap, systemd-nspawn): sudo scripts/run-tests.sh -s fresh")
+    session.run("python", "tests/fresh/run_fresh.py", *session.posargs)
 
 
 @nox.session
