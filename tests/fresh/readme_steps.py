@@ -2,7 +2,10 @@
 
 - the install command: the first command of README's first fenced block;
 - the "Use it" steps: each line of the first ``sh`` block under the "## Use it" heading;
-- the Python snippets: every ``python`` block.
+- the setup a user does before using hycan from a program: each line of the ``sh`` blocks
+  under the headings in ``SETUP_HEADINGS`` (``sudo`` lines are an admin's, run as root);
+- the Python snippets: every ``python`` block, run with the system python3 unless its first
+  line says ``# run with: COMMAND`` (e.g. a venv's python).
 
 Expectations follow the README's documented exit statuses (0 success, 1 the daemon refused or the
 operation failed, 2 usage error, 3 no daemon answered) on a kernel with or without vcan.
@@ -17,6 +20,8 @@ from dataclasses import dataclass
 
 FENCE = re.compile(r"^```(\w*)\s*$")
 USE_IT = "use it"
+SETUP_HEADINGS = ("use it from your program", "test can programs without sudo")
+RUN_WITH = re.compile(r"^# run with: (.+)$")
 # hycan's global options that take a value (`hycan --timeout 5 status vcan0`).
 VALUE_OPTIONS = ("--socket", "--timeout")
 # Commands that succeed on a link that does not exist: STATUS reports "does not exist".
@@ -134,12 +139,35 @@ def hycan_status(argv: tuple[str, ...], vcan: bool) -> int:
 
 
 @dataclass(frozen=True)
+class SetupStep:
+    """One setup line: an admin's (``sudo ...``, run as root) or the user's own."""
+
+    line: str
+
+    @property
+    def as_root(self) -> bool:
+        """True for an admin's line."""
+        return self.line.startswith("sudo ")
+
+    @property
+    def command(self) -> str:
+        """The line as its user types it (without ``sudo`` for root)."""
+        return self.line.removeprefix("sudo ") if self.as_root else self.line
+
+
+@dataclass(frozen=True)
 class PythonSnippet:
     """A ``python`` block: run as a script, or with pytest if it defines tests."""
 
     number: int
     heading: str
     source: str
+
+    @property
+    def run_with(self) -> str | None:
+        """The interpreter command its first line names (``# run with: ...``), if any."""
+        match = RUN_WITH.match(self.source.split("\n", 1)[0])
+        return match.group(1).strip() if match else None
 
     @property
     def is_test(self) -> bool:
@@ -152,10 +180,13 @@ class PythonSnippet:
         return f"test_readme_{self.number}.py" if self.is_test else f"readme_{self.number}.py"
 
     def command(self) -> str:
-        """The shell command that runs the snippet's file with the system python3."""
+        """The shell command that runs the snippet's file (the system python3 by default)."""
+        runner = self.run_with
+        if runner is None:
+            runner = f"{PYTHON} -m pytest" if self.is_test else PYTHON
         if self.is_test:
-            return f"{PYTHON} -m pytest -q -p no:cacheprovider {self.filename}"
-        return f"{PYTHON} {self.filename}"
+            runner += " -q -p no:cacheprovider"
+        return f"{runner} {self.filename}"
 
     def expect(self, vcan: bool) -> Expect:
         """0; on a kernel without vcan a snippet using one must fail with hycan's NotSupported."""
@@ -170,6 +201,7 @@ class Readme:
 
     install: str
     shell_steps: tuple[ShellStep, ...]
+    setup: tuple[SetupStep, ...]
     snippets: tuple[PythonSnippet, ...]
 
     @classmethod
@@ -185,9 +217,15 @@ class Readme:
         if not use_it:
             raise ValueError('README.md has no ```sh block under "## Use it"')
         steps = tuple(ShellStep.parse(line) for line in command_lines(use_it[0].text))
+        setup = tuple(
+            SetupStep(line.strip())
+            for block in blocks
+            if block.lang == "sh" and block.heading.lower() in SETUP_HEADINGS
+            for line in command_lines(block.text)
+        )
         python = [b for b in blocks if b.lang == "python"]
         snippets = tuple(PythonSnippet(n, b.heading, b.text) for n, b in enumerate(python, 1))
-        return cls(commands[0], steps, snippets)
+        return cls(commands[0], steps, setup, snippets)
 
 
 def fenced_blocks(text: str) -> list[Block]:

@@ -177,7 +177,9 @@ class FreshRun:
         return self.host("clone the checkout", clone, 300)
 
     def install(self) -> bool:
-        """Boot 1 (host network, for apt and pip): README's install command, as root."""
+        """Boot 1 (host network, for apt and pip): README's install command as root, then
+        README's setup lines (an admin's apt, a member's venv), none of which start the
+        daemon."""
         if not self.boot("boot 1 (host network: install only)", private_network=False):
             return False
         self.inside("trust the host's CAs", ["update-ca-certificates"], Expect(0))
@@ -185,6 +187,11 @@ class FreshRun:
         ok = self.login("README install command", "root", command, Expect(0), 1800)
         # Socket activation: nothing may have started the daemon in the host's namespace.
         never = ["systemctl", "show", "--value", "-p", "ExecMainStartTimestampMonotonic"]
+        # The member exists before its setup (a venv from PyPI needs this boot's network).
+        self.inside("add a member", ["useradd", "--create-home", MEMBER], Expect(0))
+        for n, step in enumerate(self.readme.setup, 1):
+            user = "root" if step.as_root else MEMBER
+            self.login(f"README setup {n}", user, step.command, Expect(0), 900)
         self.inside(
             "daemon never ran in the host network",
             [*never, "hycan-daemon.service"],
@@ -201,7 +208,6 @@ class FreshRun:
         if not self.machine.private_network():
             raise RuntimeError("boot 2 shares the host's network namespace: not running members")
         vcan = self.args.vcan
-        self.inside("add a member", ["useradd", "--create-home", MEMBER], Expect(0))
         self.inside("join group hycan", ["usermod", "-aG", "hycan", MEMBER], Expect(0))
         self.login("member's groups", MEMBER, "id", Expect(0, ("(hycan)",)))
         self.login("hycan ping", MEMBER, "hycan ping", Expect(0))

@@ -35,10 +35,32 @@ from hycan import Netlink
 Netlink("vcan0")
 ```
 
-## Test
+## Use it from your program
+
+```sh
+python3 -m venv ~/v
+~/v/bin/pip install hycan
+```
+
+```python
+# run with: ~/v/bin/python
+import hycan
+```
+
+## Test CAN programs without sudo
+
+```sh
+sudo apt install python3-pytest
+```
 
 ```python
 def test_echo(vcan):
+    pass
+```
+
+```python
+# run with: ~/v/bin/python -m pytest
+def test_venv(vcan):
     pass
 ```
 """
@@ -55,11 +77,20 @@ def test_sample_readme_is_read_in_order() -> None:
         ("hycan", "create", "vcan0"),
         ("hycan", "up", "vcan0"),
     )
-    sync, test = readme.snippets
+    sync, venv, test, venv_test = readme.snippets
     assert (sync.number, sync.heading, sync.is_test) == (1, "Use it", False)
     assert sync.command() == "/usr/bin/python3 readme_1.py"
-    assert (test.heading, test.is_test, test.filename) == ("Test", True, "test_readme_2.py")
-    assert test.command() == "/usr/bin/python3 -m pytest -q -p no:cacheprovider test_readme_2.py"
+    assert venv.command() == "~/v/bin/python readme_2.py"
+    heading = "Test CAN programs without sudo"
+    assert (test.heading, test.is_test, test.filename) == (heading, True, "test_readme_3.py")
+    assert test.command() == "/usr/bin/python3 -m pytest -q -p no:cacheprovider test_readme_3.py"
+    assert venv_test.command() == "~/v/bin/python -m pytest -q -p no:cacheprovider test_readme_4.py"
+    setup = [(step.as_root, step.command) for step in readme.setup]
+    assert setup == [
+        (False, "python3 -m venv ~/v"),
+        (False, "~/v/bin/pip install hycan"),
+        (True, "apt install python3-pytest"),
+    ]
 
 
 @pytest.mark.parametrize(
@@ -127,7 +158,14 @@ def test_a_python_snippet_using_a_vcan_must_fail_with_not_supported_without_one(
 def test_the_real_readme_gives_an_install_command_steps_and_snippets() -> None:
     assert "deploy/install.sh" in README.install
     assert any(c[:1] == ("hycan",) for step in README.shell_steps for c in step.commands)
-    assert README.snippets
+    assert README.snippets and README.setup
+
+
+def test_the_readme_names_the_wheel_of_this_version() -> None:
+    import hycan
+
+    wheel = f"/usr/local/share/hycan/wheels/hycan-{hycan.__version__}-py3-none-any.whl"
+    assert any(wheel in step.line for step in README.setup)
 
 
 def run_line(step: ShellStep, socket: str, capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
