@@ -153,6 +153,8 @@ def test_a_python_snippet_using_a_vcan_must_fail_with_not_supported_without_one(
     assert uses.expect(vcan=False) == Expect(1, ("NotSupported", "vcan"))
     assert uses.expect(vcan=True) == Expect(0)
     assert PythonSnippet(2, "Use it", "import hycan\n").expect(vcan=False) == Expect(0)
+    test = PythonSnippet(3, "Test", "def test_x(vcan):\n    pass\n")
+    assert test.expect(vcan=False) == Expect(1, ("no vcan for this test", "vcan kernel module"))
 
 
 def test_the_real_readme_gives_an_install_command_steps_and_snippets() -> None:

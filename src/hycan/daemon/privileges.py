@@ -192,7 +192,7 @@ def drop_privileges(user: str | None = None) -> tuple[CapState, str]:
     if not _problems(before, target):
         return before, (
             "already minimal (started under systemd restrictions?): verified, nothing changed; "
-            f"{_describe_identity()}; {before.describe()}; {_describe_securebits()}"
+            f"{_describe_identity()}; {_describe_securebits()}"
         )
 
     threads = _thread_count()
