@@ -252,6 +252,28 @@ def test_sync_deadline_covers_a_dribbled_reply(tmp_path: Path, answered: int) ->
         assert server.connections == 2
 
 
+def test_sync_call_after_a_slow_reply_gets_its_full_timeout(tmp_path: Path) -> None:
+    """A reply whose first piece comes after 1.2 s leaves 0.8 s of a 2 s call for the rest:
+    the kernel timeouts shrink for that call only, so the next call may again wait 1.2 s."""
+
+    def handler(conn: socket.socket, index: int, stop: threading.Event) -> None:
+        for count, request in enumerate(requests(conn)):
+            if stop.wait(1.2):
+                return
+            reply = answer(request)
+            if count == 0:
+                conn.sendall(reply[:3])
+                if stop.wait(0.1):
+                    return
+                reply = reply[3:]
+            conn.sendall(reply)
+
+    with fake_server(tmp_path, handler) as server, DaemonClient(server.path, timeout=2) as client:
+        assert client.status("first").name == "first"
+        assert client.status("second").name == "second"
+        assert server.connections == 1
+
+
 async def test_trio_deadline_covers_a_dribbled_reply(tmp_path: Path) -> None:
     with fake_server(tmp_path, dribble_after(0)) as server:
         async with AsyncDaemonClient(server.path, timeout=2) as client:

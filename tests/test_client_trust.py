@@ -14,7 +14,9 @@ import pytest
 
 import hycan
 from hycan import AsyncDaemonClient, AsyncNetlink, DaemonClient, Netlink
+from hycan._caps import NET_ADMIN_MASK, CapState
 from hycan._protocol import NEED_DATA, RequestDecoder, ok
+from hycan._trust import privileged
 from hycan.cli import build_parser, run
 from hycan.errors import ErrorCode
 from tests.identities import Identities, Identity, run_as
@@ -151,6 +153,34 @@ def test_unprivileged_client_honours_the_environment(
     monkeypatch.delenv("HYCAN_DAEMON_UID")
     with pytest.raises(hycan.PermissionDenied, match="someone else's socket"):
         run_as(identities.member, ping)
+
+
+@pytest.mark.parametrize(
+    ("ids", "effective", "expected"),
+    [
+        ((1000, 1000, 1000, 1000), 0, False),  # uid, euid, gid, egid
+        ((0, 0, 0, 0), 0, True),
+        ((1000, 0, 1000, 1000), 0, True),  # set-uid
+        ((1000, 1000, 1000, 50), 0, True),  # set-gid
+        ((1000, 1000, 1000, 1000), NET_ADMIN_MASK, True),  # a capability, e.g. file caps
+        ((1000, 1000, 1000, 1000), None, True),  # no /proc: assume the worst
+    ],
+)
+def test_who_counts_as_privileged(
+    monkeypatch: pytest.MonkeyPatch,
+    ids: tuple[int, int, int, int],
+    effective: int | None,
+    expected: bool,
+) -> None:
+    def caps(pid: str) -> CapState:
+        if effective is None:
+            raise FileNotFoundError(f"/proc/{pid}/status")
+        return CapState(effective, effective, 0, effective, 0, False)
+
+    for name, value in zip(("getuid", "geteuid", "getgid", "getegid"), ids, strict=True):
+        monkeypatch.setattr(os, name, lambda value=value: value)
+    monkeypatch.setattr("hycan._caps.read_cap_state", caps)
+    assert privileged() is expected
 
 
 # --- the kernel refuses the connect ------------------------------------------------------

@@ -31,6 +31,7 @@ SLACK = 0.001
 they would overshoot the time left by more than this."""
 
 _TIMEVAL = struct.Struct("@ll")  # struct timeval: seconds, microseconds
+_NO_WAIT = socket.MSG_DONTWAIT
 
 
 def _arm(sock: socket.socket, seconds: float) -> float:
@@ -46,11 +47,12 @@ class SocketTransport:
     """One persistent connection to the daemon; one request in flight at a time.
 
     The kernel keeps the deadline: SO_SNDTIMEO/SO_RCVTIMEO hold the full timeout, so a call
-    that sends once and receives once costs those two system calls and no other (a Python
-    timeout would poll before each). A call that waits more than once (a reply in pieces, a
-    queue for the lock, a new connection) re-arms them to the time left before each further
-    wait and restores them at the end. A call that does not complete closes the connection,
-    so no later call can read its reply.
+    whose send need not wait and whose reply comes in one piece costs one send and one
+    receive and no other system call (a Python timeout would poll before each). A call that
+    waits more than once (a reply in pieces, a full send buffer, a queue for the lock, a new
+    connection) re-arms them to the time left before each further wait and restores them at
+    the end. A call that does not complete closes the connection, so no later call can read
+    its reply.
     """
 
     def __init__(
@@ -63,6 +65,7 @@ class SocketTransport:
         self._lock = threading.Lock()
         self._sock: socket.socket | None = None
         self._armed = timeout  # the kernel timeouts set on self._sock
+        self._full = timeout - SLACK  # armed below this: restore after the call
         self._decoder = ResponseDecoder()
 
     def connect(self, deadline: float) -> None:
@@ -76,7 +79,7 @@ class SocketTransport:
         finally:
             self._lock.release()
 
-    def _open(self, deadline: float) -> None:
+    def _open(self, deadline: float) -> socket.socket:
         remaining = deadline - clock()
         if remaining <= 0:  # a reconnect with no time left
             raise timed_out(self.path)
@@ -95,6 +98,7 @@ class SocketTransport:
             sock.close()
             raise
         self._sock, self._armed, self._decoder = sock, armed, ResponseDecoder()
+        return sock
 
     @property
     def connected(self) -> bool:
@@ -104,35 +108,15 @@ class SocketTransport:
     def roundtrip(self, frame: bytes, deadline: float) -> Response:
         """Send one request frame and read its response, all by ``deadline``."""
         lock = self._lock
-        if not lock.acquire(False) and not lock.acquire(timeout=max(0.0, deadline - clock())):
+        prompt = lock.acquire(False)  # and until this call waits, the armed timeout fits
+        if not prompt and not lock.acquire(timeout=max(0.0, deadline - clock())):
             raise timed_out(self.path)
         try:
-            if self._sock is None:
-                self._open(deadline)
-            sock, decoder = self._sock, self._decoder
-            assert sock is not None
+            sock = self._sock
+            if sock is None:
+                prompt, sock = False, self._open(deadline)
             try:
-                # Before each system call that may wait: would the armed timeout overshoot
-                # the time left? (Reading the clock costs no system call.)
-                while frame:
-                    if deadline - clock() + SLACK < self._armed:
-                        self._fit(sock, deadline)
-                    try:
-                        frame = frame[sock.send(frame) :]
-                    except (BrokenPipeError, ConnectionResetError):
-                        break  # a daemon that refused us and hung up may have left its answer
-                while True:
-                    event = decoder.next_event()
-                    if isinstance(event, Response):
-                        if decoder.buffered:
-                            raise extra_reply(self.path)
-                        return event
-                    if deadline - clock() + SLACK < self._armed:
-                        self._fit(sock, deadline)
-                    data = sock.recv(RECV_SIZE)
-                    if not data:
-                        raise ConnectionResetError
-                    decoder.receive_data(data)
+                return self._exchange(sock, frame, deadline, prompt)
             except BlockingIOError:  # SO_RCVTIMEO/SO_SNDTIMEO expired: the deadline passed
                 self.close()
                 raise timed_out(self.path) from None
@@ -143,16 +127,51 @@ class SocketTransport:
                 self.close()  # the reply must not reach the next call
                 raise
             finally:
-                if self._sock is not None and self._armed < self._timeout - SLACK:
+                if self._armed < self._full and self._sock is not None:
                     self._armed = _arm(sock, self._timeout)
         finally:
             lock.release()
 
+    def _exchange(
+        self, sock: socket.socket, frame: bytes, deadline: float, prompt: bool
+    ) -> Response:
+        decoder = self._decoder
+        if prompt:  # the common case: a send that need not wait, then one receive
+            try:
+                sent = sock.send(frame, _NO_WAIT)
+            except BlockingIOError:
+                sent = 0
+            except (BrokenPipeError, ConnectionResetError):
+                sent = len(frame)  # a daemon that refused us may have left its answer
+            frame = frame[sent:]
+            prompt = not frame
+        while frame:
+            self._fit(sock, deadline)
+            try:
+                frame = frame[sock.send(frame) :]
+            except (BrokenPipeError, ConnectionResetError):
+                break
+        while True:
+            event = decoder.next_event()
+            if isinstance(event, Response):
+                if decoder.buffered:
+                    raise extra_reply(self.path)
+                return event
+            if not prompt:
+                self._fit(sock, deadline)
+            prompt = False
+            data = sock.recv(RECV_SIZE)
+            if not data:
+                raise ConnectionResetError
+            decoder.receive_data(data)
+
     def _fit(self, sock: socket.socket, deadline: float) -> None:
+        """Before a further wait: re-arm the kernel timeouts if they would overshoot."""
         remaining = deadline - clock()
         if remaining <= 0:
             raise timed_out(self.path)
-        self._armed = _arm(sock, remaining)
+        if remaining + SLACK < self._armed:
+            self._armed = _arm(sock, remaining)
 
     def close(self) -> None:
         """Close the connection (a later call reconnects)."""
