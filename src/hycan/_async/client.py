@@ -47,7 +47,10 @@ class AsyncDaemonClient:
         choice = client_socket(socket_path)
         self._timeout = timeout
         self._fallback = fallback_wanted(choice.explicit, fallback)
-        self._socket = AsyncSocketTransport(choice.path, choice.tried, timeout, daemon_uid)
+        # async-only: begin
+        self._socket = AsyncSocketTransport(choice.path, choice.tried, daemon_uid)
+        # async-only: end
+        # sync-only: self._socket = SocketTransport(choice.path, choice.tried, daemon_uid, timeout)
         self._transport: AsyncSocketTransport | AsyncLocalTransport = self._socket
 
     @property

@@ -36,12 +36,9 @@ class AsyncSocketTransport:
     later call can read its reply.
     """
 
-    def __init__(
-        self, path: str, tried: tuple[str, ...], timeout: float, daemon_uid: int | None
-    ) -> None:
+    def __init__(self, path: str, tried: tuple[str, ...], daemon_uid: int | None) -> None:
         self.path = path
         self._tried = tried
-        self._timeout = timeout
         self._daemon_uid = daemon_uid
         self._lock = trio.Lock()
         self._sock: socket.socket | None = None

@@ -48,7 +48,7 @@ class DaemonClient:
         choice = client_socket(socket_path)
         self._timeout = timeout
         self._fallback = fallback_wanted(choice.explicit, fallback)
-        self._socket = SocketTransport(choice.path, choice.tried, timeout, daemon_uid)
+        self._socket = SocketTransport(choice.path, choice.tried, daemon_uid, timeout)
         self._transport: SocketTransport | LocalTransport = self._socket
 
     @property

@@ -56,7 +56,7 @@ class SocketTransport:
     """
 
     def __init__(
-        self, path: str, tried: tuple[str, ...], timeout: float, daemon_uid: int | None
+        self, path: str, tried: tuple[str, ...], daemon_uid: int | None, timeout: float
     ) -> None:
         self.path = path
         self._tried = tried
@@ -108,7 +108,8 @@ class SocketTransport:
     def roundtrip(self, frame: bytes, deadline: float) -> Response:
         """Send one request frame and read its response, all by ``deadline``."""
         lock = self._lock
-        prompt = lock.acquire(False)  # and until this call waits, the armed timeout fits
+        # prompt: the lock came at once, so until this call waits the armed timeout fits
+        prompt = lock.acquire(False)
         if not prompt and not lock.acquire(timeout=max(0.0, deadline - clock())):
             raise timed_out(self.path)
         try:
