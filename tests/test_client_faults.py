@@ -507,6 +507,18 @@ def test_two_replies_to_one_request_are_a_protocol_error(reply_server: ReplyServ
     assert reply_server.connections == 2
 
 
+async def test_trio_two_replies_to_one_request_are_a_protocol_error(
+    reply_server: ReplyServer,
+) -> None:
+    reply_server.reply = PING_REPLY * 2
+    async with AsyncDaemonClient(reply_server.path) as client:
+        with pytest.raises(hycan.ProtocolError, match="more than one reply"):
+            await client.ping()
+        reply_server.reply = status_reply("vcan1")
+        assert (await client.status("vcan1")).name == "vcan1"
+    assert reply_server.connections == 2
+
+
 @pytest.mark.parametrize(
     ("command", "reply"),
     [
