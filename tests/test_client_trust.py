@@ -20,6 +20,9 @@ from hycan._trust import privileged
 from hycan.cli import build_parser, run
 from hycan.errors import ErrorCode
 from tests.identities import Identities, Identity, run_as
+from tests.test_pytest_plugin import run_inner
+
+pytest_plugins = ["pytester"]
 
 PING_REPLY = ok('{"protocol":1,"version":"squat","backend":"x"}').encode()
 
@@ -139,6 +142,17 @@ def test_cli_takes_the_daemon_uid_option(squatter: Squatter, identities: Identit
     uid = str(identities.outsider.uid)
     code, result, _ = run(build_parser().parse_args(["--daemon-uid", uid, *argv]))
     assert code == 0 and result["version"] == "squat"
+
+
+def test_pytest_plugin_reports_a_refusal_even_when_told_to_skip(
+    squatter: Squatter, pytester: pytest.Pytester
+) -> None:
+    pytester.makepyfile("def test_uses_vcan(vcan):\n    pass\n")
+    result = run_inner(pytester, "--hycan-socket", squatter.path, "--hycan-skip-unavailable")
+    result.assert_outcomes(errors=1)
+    output = result.stdout.str()
+    assert "hycan: no vcan for this test: refusing to use" in output
+    assert "someone else's socket" in output and "Traceback" not in output
 
 
 def test_unprivileged_client_honours_the_environment(
