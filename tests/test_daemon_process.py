@@ -12,6 +12,7 @@ import pytest
 
 import hycan
 from hycan import DaemonClient, Netlink
+from hycan.errors import ErrorCode
 from tests.conftest import DaemonProcess, daemon_command
 
 
@@ -104,7 +105,7 @@ def test_unavailable_names_every_path_tried(monkeypatch: pytest.MonkeyPatch) -> 
     message = str(info.value)
     assert "/nonexistent/system.sock" in message and "/nonexistent/manual.sock" in message
     assert "hycan-daemon" in message
-    assert info.value.code is None
+    assert info.value.code == ErrorCode.DAEMON_UNAVAILABLE
 
 
 def test_env_socket_is_used(daemon_process: DaemonProcess, monkeypatch: pytest.MonkeyPatch) -> None:

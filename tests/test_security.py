@@ -81,7 +81,7 @@ def test_outsider_is_refused_and_nothing_changes(
             client.up("veth0")
         return "served"
 
-    with pytest.raises(hycan.DaemonUnavailable, match="Permission denied"):
+    with pytest.raises(hycan.PermissionDenied, match=f"not in group {identities.group}"):
         run_as(identities.outsider, connect_directly)
     # ...and with the file opened up, the daemon's own peer check refuses with code 10.
     os.chmod(secured.path, 0o666)
@@ -148,13 +148,11 @@ def test_daemon_with_user_keeps_only_cap_net_admin(
         assert status["Uid"].split() == [str(identities.service.uid)] * 4
         assert status["Gid"].split() == [str(identities.service.gid)] * 4
         assert status["Groups"] == ""
-        env_uid = str(identities.service.uid)
-        os.environ["HYCAN_DAEMON_UID"] = env_uid  # the client must trust that uid explicitly
-        try:
-            with DaemonClient(proc.path) as client:
-                client.up("veth0")
-        finally:
-            del os.environ["HYCAN_DAEMON_UID"]
+        # The socket listened before the switch, so SO_PEERCRED names root; a daemon that
+        # listens as that user is trusted by a root client only through daemon_uid=, never
+        # through $HYCAN_DAEMON_UID.
+        with DaemonClient(proc.path, daemon_uid=identities.service.uid) as client:
+            client.up("veth0")
         assert netns.link_is_up("veth0")
     finally:
         proc.stop()
@@ -184,7 +182,10 @@ def test_client_refuses_server_with_unexpected_uid(
     os.close(ready_w)
     try:
         assert os.read(ready_r, 1) == b"x", "the squatter failed to start"
-        with pytest.raises(hycan.PermissionDenied, match="squatted"), DaemonClient(path) as client:
+        with (
+            pytest.raises(hycan.PermissionDenied, match="someone else's socket"),
+            DaemonClient(path) as client,
+        ):
             client.ping()
     finally:
         os.kill(pid, 9)

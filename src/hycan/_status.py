@@ -1,11 +1,15 @@
-"""LinkStatus: what STATUS reports about a link (shared by clients and backends)."""
+"""What STATUS and PING report: LinkStatus (shared by clients and backends), and the
+clients' strict reading of both replies (anything unexpected is a ``ProtocolError``)."""
 
 from __future__ import annotations
 
 import json
 from typing import Any, NamedTuple
 
+from hycan.errors import ProtocolError
+
 _COMPACT = json.JSONEncoder(separators=(",", ":"))  # json.dumps(separators=) builds one a call
+_DECODE = json.JSONDecoder().decode  # json.loads() checks its arguments on every call
 
 
 class LinkStatus(NamedTuple):
@@ -32,10 +36,84 @@ class LinkStatus(NamedTuple):
 
     @classmethod
     def from_json(cls, text: str) -> LinkStatus:
-        """Parse a STATUS message (unknown keys from newer daemons are ignored)."""
-        data = json.loads(text)
-        data["ifindex"] = data.pop("index", None)
-        return cls(**{key: value for key, value in data.items() if key in _FIELDS})
+        """Parse a STATUS message: unknown keys (from newer daemons) are ignored, a missing
+        optional key is None, anything else unexpected raises ``ProtocolError``."""
+        data = _json_object("STATUS", text)
+        _check_fields("STATUS", data, _STATUS_FIELDS)
+        return cls(
+            data["name"],
+            data["exists"],
+            data.get("kind"),
+            data.get("up"),
+            data.get("operstate"),
+            data.get("mtu"),
+            data.get("index"),
+            data.get("can"),
+        )
 
 
-_FIELDS = frozenset(LinkStatus._fields)
+# wire key -> (JSON type, required); a key that is not required may also be null.
+_FieldSpec = dict[str, tuple[type, bool]]
+_STATUS_FIELDS: _FieldSpec = {
+    "name": (str, True),
+    "exists": (bool, True),
+    "kind": (str, False),
+    "up": (bool, False),
+    "operstate": (str, False),
+    "mtu": (int, False),
+    "index": (int, False),
+    "can": (dict, False),
+}
+_PING_FIELDS: _FieldSpec = {"protocol": (int, True), "version": (str, True), "backend": (str, True)}
+_TYPE_NAMES = {str: "a string", bool: "true or false", int: "an integer", dict: "an object"}
+
+
+def ping_info(text: str) -> dict[str, Any]:
+    """Parse a PING message: an object with ``protocol`` (int), ``version`` and ``backend``
+    (strings), and possibly more keys; anything else raises ``ProtocolError``."""
+    data = _json_object("PING", text)
+    # One expression first, not the loop: PING is what health checks and benchmarks call.
+    if not (
+        type(data.get("protocol")) is int
+        and type(data.get("version")) is str
+        and type(data.get("backend")) is str
+    ):
+        _check_fields("PING", data, _PING_FIELDS)  # raises, naming the field
+    return data
+
+
+def _malformed(op: str, problem: str) -> ProtocolError:
+    return ProtocolError(
+        f"the daemon's {op} reply is malformed ({problem}): is the process serving this "
+        "socket a hycan-daemon of a compatible version?"
+    )
+
+
+def _json_object(op: str, text: str) -> dict[str, Any]:
+    try:
+        data = _DECODE(text)
+    except (ValueError, RecursionError) as exc:  # RecursionError: nested too deep
+        raise _malformed(op, f"not JSON: {str(exc)[:80]}") from None
+    if type(data) is not dict:
+        raise _malformed(op, f"a JSON {type(data).__name__}, not an object")
+    return data
+
+
+def _check_fields(op: str, data: dict[str, Any], spec: _FieldSpec) -> None:
+    # `type() is` and not isinstance(): JSON true is not an integer here.
+    for key, (kind, required) in spec.items():
+        value = data.get(key)
+        if type(value) is kind or (value is None and not required):
+            continue
+        if value is None:
+            problem = f"{key!r} is missing" if key not in data else f"{key!r} is null"
+        else:
+            expected = _TYPE_NAMES[kind] + ("" if required else " or null")
+            problem = f"{key!r} is {_describe(value)}, expected {expected}"
+        raise _malformed(op, problem)
+
+
+def _describe(value: object) -> str:
+    if isinstance(value, list | dict):
+        return "an array" if isinstance(value, list) else "an object"
+    return json.dumps(value)[:40]

@@ -2,48 +2,18 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
-import pwd
 from typing import TYPE_CHECKING
 
-from hycan._peercred import SocketLike, peer_ucred
 from hycan._protocol import BadRequest, Request, RequestDecoder, Response, failure
-from hycan.errors import DaemonUnavailable, PermissionDenied
+from hycan._trust import permission_refused
+from hycan.errors import DaemonUnavailable, HycanError, ProtocolError, Timeout
 
 if TYPE_CHECKING:
     from hycan._handler import Handler
 
 NO_FALLBACK_ENV = "HYCAN_NO_FALLBACK"
-DAEMON_UID_ENV = "HYCAN_DAEMON_UID"
 RECV_SIZE = 65536
-
-SERVICE_USER = "hycan"
-"""The system user deploy/ runs the daemon as (deploy/sysusers.d/hycan.conf)."""
-
-
-def trusted_server_uids() -> set[int]:
-    """Who may serve us: root, ourselves, the ``hycan`` system user if it exists, and
-    ``$HYCAN_DAEMON_UID``. Creating users takes root, so none of these is a squatter."""
-    uids = {0, os.geteuid()}
-    with contextlib.suppress(KeyError):
-        uids.add(pwd.getpwnam(SERVICE_USER).pw_uid)
-    configured = os.environ.get(DAEMON_UID_ENV, "")
-    if configured.isdigit():
-        uids.add(int(configured))
-    return uids
-
-
-def check_server(sock: SocketLike, path: str) -> None:
-    """Refuse a socket served by an unexpected uid (e.g. squatted in /tmp by another user)."""
-    _pid, uid, _gid = peer_ucred(sock)
-    if uid not in trusted_server_uids():
-        raise PermissionDenied(
-            f"refusing to use {path}: it is served by uid {uid}, not by root, the "
-            f"{SERVICE_USER!r} user or ${DAEMON_UID_ENV}; it may be a socket squatted by "
-            f"another user. Set "
-            f"{DAEMON_UID_ENV}={uid} if that uid really runs hycan-daemon."
-        )
 
 
 def unavailable(tried: tuple[str, ...], reason: str) -> DaemonUnavailable:
@@ -54,6 +24,23 @@ def unavailable(tried: tuple[str, ...], reason: str) -> DaemonUnavailable:
         "`sudo hycan-daemon` (or `sudo systemctl start hycan-daemon.socket`), or point "
         "HYCAN_DAEMON_SOCKET at a running daemon's socket."
     )
+
+
+def connect_failed(exc: OSError, tried: tuple[str, ...], path: str) -> HycanError:
+    """The error for a connect(2) that failed: the kernel's refusal, or no daemon."""
+    if isinstance(exc, PermissionError):
+        return permission_refused(path)
+    return unavailable(tried, exc.strerror or str(exc))
+
+
+def timed_out(path: str) -> Timeout:
+    """The error for a call whose deadline passed."""
+    return Timeout(f"the hycan daemon on {path} did not answer in time")
+
+
+def extra_reply(path: str) -> ProtocolError:
+    """The error for bytes beyond the one reply a request gets (replies would shift)."""
+    return ProtocolError(f"the daemon on {path} sent more than one reply to one request")
 
 
 class ConnectionLost(DaemonUnavailable):

@@ -1,7 +1,7 @@
 """``hycan``: the command-line client.
 
-Exit status: 0 success, 1 the daemon refused or the operation failed, 2 usage error,
-3 no daemon answered.
+Exit status: 0 success, 1 the daemon (or the kernel) refused, the operation failed or the
+reply was malformed, 2 usage error, 3 no daemon answered in time.
 """
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from typing import Any
+from typing import Any, TextIO
 
 from hycan._status import LinkStatus
 from hycan._sync.client import DaemonClient
@@ -28,6 +28,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument(
         "--timeout", type=float, default=2.0, help="seconds to wait for the daemon (default 2)"
+    )
+    parser.add_argument(
+        "--daemon-uid",
+        type=int,
+        metavar="UID",
+        help="also trust a daemon running as UID (root, you and the hycan user always are)",
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     helps = {
@@ -93,13 +99,20 @@ def run(args: argparse.Namespace) -> tuple[int, dict[str, Any], str]:
     if args.command != "ping":
         result["name"] = args.name
     try:
-        with DaemonClient(args.socket, timeout=args.timeout) as client:
+        with DaemonClient(args.socket, timeout=args.timeout, daemon_uid=args.daemon_uid) as client:
             if args.command == "ping":
                 info = client.ping()
-                result.update(ok=True, socket=client.socket_path, **info)
+                version, protocol, backend = info["version"], info["protocol"], info["backend"]
+                result.update(
+                    ok=True,
+                    socket=client.socket_path,
+                    protocol=protocol,
+                    version=version,
+                    backend=backend,
+                )
                 text = (
-                    f"hycan-daemon {info['version']} on {client.socket_path} "
-                    f"(protocol {info['protocol']}, backend {info['backend']})"
+                    f"hycan-daemon {version} on {client.socket_path} "
+                    f"(protocol {protocol}, backend {backend})"
                 )
             elif args.command == "status":
                 status = client.status(args.name)
@@ -108,13 +121,10 @@ def run(args: argparse.Namespace) -> tuple[int, dict[str, Any], str]:
             else:
                 text = _call(client, args)
                 result.update(ok=True, message=text)
-    except (DaemonUnavailable, Timeout) as exc:
-        result.update(ok=False, code=exc.code, error=type(exc).__name__, message=exc.message)
-        return EXIT_UNAVAILABLE, result, f"hycan: {exc.message}"
     except HycanError as exc:
-        code = int(exc.code) if exc.code is not None else None
-        result.update(ok=False, code=code, error=type(exc).__name__, message=exc.message)
-        return EXIT_FAILED, result, f"hycan: {exc.message}"
+        result.update(ok=False, code=int(exc.code), error=type(exc).__name__, message=exc.message)
+        unavailable = isinstance(exc, DaemonUnavailable | Timeout)
+        return EXIT_UNAVAILABLE if unavailable else EXIT_FAILED, result, f"hycan: {exc.message}"
     return EXIT_OK, result, text
 
 
@@ -124,11 +134,16 @@ def main(argv: list[str] | None = None) -> int:
     code, result, text = run(args)
     if args.json:
         print(json.dumps(result))
-    elif code == EXIT_OK:
-        print(text)
     else:
-        print(text, file=sys.stderr)
+        emit(text, sys.stdout if code == EXIT_OK else sys.stderr)
     return code
+
+
+def emit(text: str, stream: TextIO) -> None:
+    """Print ``text``; what the stream cannot encode (e.g. a lone surrogate from JSON in a
+    reply) is written as a backslash escape instead of failing."""
+    encoding = stream.encoding or "utf-8"
+    print(text.encode(encoding, "backslashreplace").decode(encoding), file=stream)
 
 
 if __name__ == "__main__":

@@ -1,8 +1,8 @@
 """The hycan exception tree and the wire error codes it maps to.
 
-Every error a user can meet is a :class:`HycanError`. Errors that came from (or would go to)
-the daemon carry the wire :class:`ErrorCode`; ``str(error)`` is a message a person can act on.
-Codes 0-9 keep the meanings of the C++ HyCAN daemon; hycan's own codes start at 10.
+Every error a user can meet is a :class:`HycanError` with an :class:`ErrorCode` and a message
+a person can act on (``str(error)``). Codes 0-9 keep the meanings of the C++ HyCAN daemon;
+hycan's own codes start at 10; code 20 is the client's own and never sent on the wire.
 """
 
 from __future__ import annotations
@@ -34,17 +34,19 @@ class ErrorCode(enum.IntEnum):
     TIMEOUT = 17
     LINK_BUSY = 18
     INVALID_ARGUMENT = 19
+    # client side only: never sent on the wire (a daemon that sends it is OperationFailed)
+    DAEMON_UNAVAILABLE = 20
 
 
 class HycanError(Exception):
-    """Root of every hycan error: a wire ``code`` (or None) and a human ``message``."""
+    """Root of every hycan error: a ``code`` (see :class:`ErrorCode`) and a human ``message``."""
 
-    default_code: ErrorCode | None = ErrorCode.INTERNAL
+    default_code: ErrorCode = ErrorCode.INTERNAL
 
     def __init__(self, message: str, code: ErrorCode | int | None = None) -> None:
         super().__init__(message)
         self.message = message
-        self.code: ErrorCode | int | None = self.default_code if code is None else code
+        self.code: ErrorCode | int = self.default_code if code is None else code
 
     def __str__(self) -> str:
         return self.message
@@ -53,7 +55,7 @@ class HycanError(Exception):
 class DaemonUnavailable(HycanError):
     """No daemon answered on any socket path tried (and no in-process fallback applied)."""
 
-    default_code = None
+    default_code = ErrorCode.DAEMON_UNAVAILABLE
 
 
 class ProtocolError(HycanError):

@@ -23,7 +23,8 @@ Options: ``--hycan-socket PATH`` (ini ``hycan_socket``) picks the daemon; otherw
 choice applies (``$HYCAN_DAEMON_SOCKET``, ``/var/run/hycan_daemon.sock``,
 ``/tmp/hycan_daemon.sock``). When no vcan can be had (no daemon answers, or the kernel lacks
 the vcan module) a test using these fixtures errors with the daemon's message;
-``--hycan-skip-unavailable`` (ini ``hycan_skip_unavailable = true``) skips it instead.
+``--hycan-skip-unavailable`` (ini ``hycan_skip_unavailable = true``) skips it instead. A
+refusal (not in the daemon's group, someone else's socket) is an error either way.
 
 pytest loads this module in every run of every project that installs hycan, so it imports
 nothing heavy: trio and the daemon connection are only touched when a fixture is used.
@@ -40,7 +41,13 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from hycan.errors import DaemonUnavailable, HycanError, InterfaceNotFound, NotSupported
+from hycan.errors import (
+    DaemonUnavailable,
+    HycanError,
+    InterfaceNotFound,
+    NotSupported,
+    PermissionDenied,
+)
 
 if TYPE_CHECKING:
     from hycan._async.client import AsyncDaemonClient
@@ -121,9 +128,13 @@ def _settings(config: pytest.Config) -> _Settings:
 
 @contextlib.contextmanager
 def _vcan_or_skip(settings: _Settings) -> Iterator[None]:
-    """Turn "this machine cannot give a vcan" into a clear error (or a skip, if asked)."""
+    """Turn "this machine cannot give a vcan" into a clear error (or a skip, if asked). A
+    refusal (not in the daemon's group, someone else's socket) is always an error: it is
+    something to fix, not a machine without vcan."""
     try:
         yield
+    except PermissionDenied as exc:
+        raise pytest.fail.Exception(f"hycan: no vcan for this test: {exc}", pytrace=False) from None
     except (DaemonUnavailable, NotSupported) as exc:
         message = f"hycan: no vcan for this test: {exc}"
         if settings.skip_unavailable:

@@ -8,16 +8,15 @@ Lines marked ``# sync-only:`` become code in the sync version; blocks between
 
 from __future__ import annotations
 
-import json
 import struct
 from types import TracebackType
 from typing import Any, Self
 
-from hycan._async.transport import AsyncLocalTransport, AsyncSocketTransport
+from hycan._async.transport import AsyncLocalTransport, AsyncSocketTransport, clock
 from hycan._names import encode_name
 from hycan._paths import client_socket
 from hycan._protocol import Op, Response, encode_request
-from hycan._status import LinkStatus
+from hycan._status import LinkStatus, ping_info
 from hycan._transport_common import ConnectionLost, fallback_wanted, local_handler
 from hycan.errors import DaemonUnavailable, error_for_code
 
@@ -29,9 +28,12 @@ class AsyncDaemonClient:
 
     ``socket_path`` overrides the socket choice (``$HYCAN_DAEMON_SOCKET``, then
     ``/var/run/hycan_daemon.sock`` if present, then ``/tmp/hycan_daemon.sock``). Every call
-    times out after ``timeout`` seconds. When no daemon answers and this process holds
-    CAP_NET_ADMIN, calls run in-process instead, unless ``fallback=False``,
-    ``HYCAN_NO_FALLBACK=1``, or a socket path was named explicitly.
+    must finish within ``timeout`` seconds, connecting and the one transparent reconnect
+    included. The server must run as root, as this user, as the ``hycan`` service user or as
+    ``daemon_uid`` (default: ``$HYCAN_DAEMON_UID``, ignored in a privileged process). When no
+    daemon answers and this process holds CAP_NET_ADMIN, calls run in-process instead,
+    unless ``fallback=False``, ``HYCAN_NO_FALLBACK=1``, or a socket path was named
+    explicitly.
     """
 
     def __init__(
@@ -40,12 +42,21 @@ class AsyncDaemonClient:
         *,
         timeout: float = DEFAULT_TIMEOUT,
         fallback: bool | None = None,
+        daemon_uid: int | None = None,
     ) -> None:
         choice = client_socket(socket_path)
-        self.timeout = timeout
+        self._timeout = timeout
         self._fallback = fallback_wanted(choice.explicit, fallback)
-        self._socket = AsyncSocketTransport(choice.path, choice.tried, timeout)
+        # async-only: begin
+        self._socket = AsyncSocketTransport(choice.path, choice.tried, daemon_uid)
+        # async-only: end
+        # sync-only: self._socket = SocketTransport(choice.path, choice.tried, daemon_uid, timeout)
         self._transport: AsyncSocketTransport | AsyncLocalTransport = self._socket
+
+    @property
+    def timeout(self) -> float:
+        """Seconds each call may take."""
+        return self._timeout
 
     @property
     def socket_path(self) -> str:
@@ -54,10 +65,12 @@ class AsyncDaemonClient:
 
     async def connect(self) -> None:
         """Connect now (calls connect lazily anyway); falls back in-process if allowed."""
-        if self._transport.connected:
-            return
+        if not self._transport.connected:
+            await self._connect(clock() + self._timeout)
+
+    async def _connect(self, deadline: float) -> None:
         try:
-            await self._transport.connect()
+            await self._transport.connect(deadline)
         except DaemonUnavailable:
             handler = local_handler() if self._fallback else None
             if handler is None:
@@ -67,13 +80,17 @@ class AsyncDaemonClient:
     async def request(self, op: int, name: str = "", payload: bytes = b"") -> Response:
         """Send one request and return its success response; failures raise ``HycanError``."""
         frame = encode_request(op, encode_name(name) if name else b"", payload)
-        await self.connect()
+        deadline = clock() + self._timeout
+        if not self._transport.connected:
+            await self._connect(deadline)
         try:
-            response = await self._transport.roundtrip(frame)
+            response = await self._transport.roundtrip(frame, deadline)
         except ConnectionLost:
-            # The daemon restarted since our last call: one transparent reconnect.
-            await self.connect()
-            response = await self._transport.roundtrip(frame)
+            # The daemon restarted since our last call: one transparent reconnect, in the
+            # time this call has left.
+            if not self._transport.connected:
+                await self._connect(deadline)
+            response = await self._transport.roundtrip(frame, deadline)
         if not response.success:
             raise error_for_code(response.code, response.message)
         return response
@@ -127,9 +144,8 @@ class AsyncDaemonClient:
         return (await self.request(Op.CAN_RESTART, name)).message
 
     async def ping(self) -> dict[str, Any]:
-        """The daemon's protocol version, package version and backend."""
-        info: dict[str, Any] = json.loads((await self.request(Op.PING)).message)
-        return info
+        """The daemon's ``protocol`` version, package ``version`` and ``backend``."""
+        return ping_info((await self.request(Op.PING)).message)
 
     async def aclose(self) -> None:
         """Close the connection."""
@@ -164,11 +180,14 @@ class AsyncNetlink:
         socket_path: str | None = None,
         timeout: float = DEFAULT_TIMEOUT,
         fallback: bool | None = None,
+        daemon_uid: int | None = None,
     ) -> None:
         self.name = name
         self._create = create
         self._owns_client = client is None
-        self.client = client or AsyncDaemonClient(socket_path, timeout=timeout, fallback=fallback)
+        self.client = client or AsyncDaemonClient(
+            socket_path, timeout=timeout, fallback=fallback, daemon_uid=daemon_uid
+        )
         # sync-only: self._setup()
 
     # async-only: begin
@@ -182,6 +201,7 @@ class AsyncNetlink:
         socket_path: str | None = None,
         timeout: float = DEFAULT_TIMEOUT,
         fallback: bool | None = None,
+        daemon_uid: int | None = None,
     ) -> Self:
         """Connect (and create the vcan unless ``create=False``); the trio constructor."""
         net = cls(
@@ -191,6 +211,7 @@ class AsyncNetlink:
             socket_path=socket_path,
             timeout=timeout,
             fallback=fallback,
+            daemon_uid=daemon_uid,
         )
         await net._setup()
         return net

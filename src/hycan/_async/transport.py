@@ -10,44 +10,60 @@ import trio
 from hycan._protocol import Response, ResponseDecoder
 from hycan._transport_common import (
     RECV_SIZE,
-    check_server,
+    connect_failed,
     connection_lost,
+    extra_reply,
     handle_locally,
+    timed_out,
     unavailable,
 )
 from hycan._trio_io import receive, send_all
-from hycan.errors import Timeout
+from hycan._trust import check_server
 
 if TYPE_CHECKING:
     from hycan._handler import Handler
+
+clock = trio.current_time
+"""The clock call deadlines are measured on."""
 
 
 class AsyncSocketTransport:
     """One persistent connection to the daemon; one request in flight at a time.
 
     A non-blocking stdlib socket driven by trio's wait primitives: an uncontended call
-    costs one wait (for the reply) and no other scheduler round.
+    costs one wait (for the reply) and no other scheduler round. A call that does not
+    complete (cancelled, timed out, failed) closes the connection, synchronously, so no
+    later call can read its reply.
     """
 
-    def __init__(self, path: str, tried: tuple[str, ...], timeout: float) -> None:
+    def __init__(self, path: str, tried: tuple[str, ...], daemon_uid: int | None) -> None:
         self.path = path
         self._tried = tried
-        self._timeout = timeout
+        self._daemon_uid = daemon_uid
         self._lock = trio.Lock()
         self._sock: socket.socket | None = None
         self._decoder = ResponseDecoder()
 
-    async def connect(self) -> None:
-        """Open the connection, or raise ``DaemonUnavailable``."""
+    async def connect(self, deadline: float) -> None:
+        """Open the connection by ``deadline`` unless one is open; raise
+        ``DaemonUnavailable``, or ``PermissionDenied`` when the kernel refuses us."""
+        if deadline <= clock():  # a reconnect with no time left
+            raise timed_out(self.path)
+        with trio.CancelScope(deadline=deadline):
+            async with self._lock:
+                if self._sock is None:
+                    await self._open()
+                return
+        raise unavailable(self._tried, "timed out connecting")
+
+    async def _open(self) -> None:
         try:
-            with trio.fail_after(self._timeout):
-                stream = await trio.open_unix_socket(self.path)
-        except (OSError, trio.TooSlowError) as exc:
-            reason = getattr(exc, "strerror", None) or str(exc) or "timed out"
-            raise unavailable(self._tried, reason) from None
+            stream = await trio.open_unix_socket(self.path)
+        except OSError as exc:
+            raise connect_failed(exc, self._tried, self.path) from None
         sock = socket.socket(fileno=stream.socket.detach())  # already non-blocking
         try:
-            check_server(sock, self.path)
+            check_server(sock, self.path, self._daemon_uid)
         except BaseException:
             sock.close()
             raise
@@ -59,22 +75,21 @@ class AsyncSocketTransport:
         """Whether a connection is open."""
         return self._sock is not None
 
-    async def roundtrip(self, frame: bytes) -> Response:
-        """Send one request frame and read its response."""
-        try:
-            self._lock.acquire_nowait()  # uncontended: no scheduler round
-        except trio.WouldBlock:
-            await self._lock.acquire()
-        try:
-            if self._sock is None:
-                await self.connect()
-            sock, decoder = self._sock, self._decoder
-            assert sock is not None
-            # A bare CancelScope: fail_after() is a generator-based context manager, which
-            # costs more than the rest of an uncontended call's Python code.
-            scope = trio.CancelScope(deadline=trio.current_time() + self._timeout)
+    async def roundtrip(self, frame: bytes, deadline: float) -> Response:
+        """Send one request frame and read its response, all by ``deadline``."""
+        # A bare CancelScope: fail_after() is a generator-based context manager, which
+        # costs more than the rest of an uncontended call's Python code.
+        with trio.CancelScope(deadline=deadline):
             try:
-                with scope:
+                self._lock.acquire_nowait()  # uncontended: no scheduler round
+            except trio.WouldBlock:
+                await self._lock.acquire()
+            try:
+                if self._sock is None:
+                    await self._open()
+                sock, decoder = self._sock, self._decoder
+                assert sock is not None
+                try:
                     try:  # noqa: SIM105 (no context manager per call on the hot path)
                         await send_all(sock, frame)
                     except (BrokenPipeError, ConnectionResetError):
@@ -82,25 +97,33 @@ class AsyncSocketTransport:
                     while True:
                         event = decoder.next_event()
                         if isinstance(event, Response):
+                            if decoder.buffered:
+                                raise extra_reply(self.path)
                             return event
                         data = await receive(sock, RECV_SIZE)
                         if not data:
                             raise ConnectionResetError
                         decoder.receive_data(data)
-            except (OSError, trio.ClosedResourceError):
-                await self.aclose()
-                raise connection_lost(self.path) from None
-            await self.aclose()  # only a timeout gets here: the scope swallowed it
-            raise Timeout(f"the hycan daemon on {self.path} did not answer in time")
-        finally:
-            self._lock.release()
+                except (OSError, trio.ClosedResourceError):
+                    self.close()
+                    raise connection_lost(self.path) from None
+                except BaseException:  # cancelled, timed out, bad data: the reply must not
+                    self.close()  # reach the next call (no checkpoint: runs while cancelled)
+                    raise
+            finally:
+                self._lock.release()
+        raise timed_out(self.path)  # the deadline passed: the scope swallowed Cancelled
 
-    async def aclose(self) -> None:
-        """Close the connection (a later call reconnects)."""
+    def close(self) -> None:
+        """Close the connection now, without a checkpoint (a later call reconnects)."""
         if self._sock is not None:
             sock, self._sock = self._sock, None
             trio.lowlevel.notify_closing(sock)  # a task waiting on it gets ClosedResourceError
             sock.close()
+
+    async def aclose(self) -> None:
+        """Close the connection (a later call reconnects)."""
+        self.close()
         await trio.lowlevel.checkpoint()
 
 
@@ -113,10 +136,10 @@ class AsyncLocalTransport:
     def __init__(self, handler: Handler) -> None:
         self._handler = handler
 
-    async def connect(self) -> None:
+    async def connect(self, deadline: float) -> None:
         """Nothing to connect."""
 
-    async def roundtrip(self, frame: bytes) -> Response:
+    async def roundtrip(self, frame: bytes, deadline: float) -> Response:
         """Handle one request frame in-process (netlink answers in microseconds)."""
         return handle_locally(self._handler, frame)
 

@@ -5,92 +5,174 @@ from __future__ import annotations
 import socket
 import struct
 import threading
+import time
 from typing import TYPE_CHECKING
 
 from hycan._protocol import Response, ResponseDecoder
 from hycan._transport_common import (
     RECV_SIZE,
-    check_server,
+    connect_failed,
     connection_lost,
+    extra_reply,
     handle_locally,
+    timed_out,
     unavailable,
 )
-from hycan.errors import Timeout
+from hycan._trust import check_server
 
 if TYPE_CHECKING:
     from hycan._handler import Handler
 
+clock = time.monotonic
+"""The clock call deadlines are measured on (a vDSO call: no system call)."""
+
+SLACK = 0.001
+"""How far past its deadline a call may end: the kernel timeouts are re-armed only when
+they would overshoot the time left by more than this."""
 
 _TIMEVAL = struct.Struct("@ll")  # struct timeval: seconds, microseconds
+_NO_WAIT = socket.MSG_DONTWAIT
+
+
+def _arm(sock: socket.socket, seconds: float) -> float:
+    """Make each connect, send and receive on ``sock`` wait at most ``seconds``."""
+    # (0 would mean "forever" to the kernel: the shortest timeout is 1 µs.)
+    timeval = _TIMEVAL.pack(*divmod(max(1, round(seconds * 1e6)), 1_000_000))
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, timeval)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, timeval)
+    return seconds
 
 
 class SocketTransport:
-    """One persistent connection to the daemon; one request in flight at a time."""
+    """One persistent connection to the daemon; one request in flight at a time.
 
-    def __init__(self, path: str, tried: tuple[str, ...], timeout: float) -> None:
+    The kernel keeps the deadline: SO_SNDTIMEO/SO_RCVTIMEO hold the full timeout, so a call
+    whose send need not wait and whose reply comes in one piece costs one send and one
+    receive and no other system call (a Python timeout would poll before each). A call that
+    waits more than once (a reply in pieces, a full send buffer, a queue for the lock, a new
+    connection) re-arms them to the time left before each further wait and restores them at
+    the end. A call that does not complete closes the connection, so no later call can read
+    its reply.
+    """
+
+    def __init__(
+        self, path: str, tried: tuple[str, ...], daemon_uid: int | None, timeout: float
+    ) -> None:
         self.path = path
         self._tried = tried
         self._timeout = timeout
+        self._daemon_uid = daemon_uid
         self._lock = threading.Lock()
         self._sock: socket.socket | None = None
+        self._armed = timeout  # the kernel timeouts set on self._sock
+        self._full = timeout - SLACK  # armed below this: restore after the call
         self._decoder = ResponseDecoder()
 
-    def connect(self) -> None:
-        """Open the connection, or raise ``DaemonUnavailable``."""
+    def connect(self, deadline: float) -> None:
+        """Open the connection by ``deadline`` unless one is open; raise
+        ``DaemonUnavailable``, or ``PermissionDenied`` when the kernel refuses us."""
+        if not self._lock.acquire(timeout=max(0.0, deadline - clock())):
+            raise unavailable(self._tried, "timed out connecting")
+        try:
+            if self._sock is None:
+                self._open(deadline)
+        finally:
+            self._lock.release()
+
+    def _open(self, deadline: float) -> socket.socket:
+        remaining = deadline - clock()
+        if remaining <= 0:  # a reconnect with no time left
+            raise timed_out(self.path)
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
         try:
-            # The kernel enforces the timeout (connect, send and recv each wait at most
-            # that long): one system call per send or receive, where a Python-level
-            # timeout polls before each.
-            # (0 would mean "forever" to the kernel: the shortest timeout is 1 µs.)
-            timeval = _TIMEVAL.pack(*divmod(max(1, round(self._timeout * 1e6)), 1_000_000))
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, timeval)
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, timeval)
+            armed = _arm(sock, remaining)
             sock.connect(self.path)
-            check_server(sock, self.path)
+            check_server(sock, self.path, self._daemon_uid)
         except BlockingIOError:  # SO_SNDTIMEO expired: the daemon's backlog stayed full
             sock.close()
             raise unavailable(self._tried, "timed out connecting") from None
         except OSError as exc:
             sock.close()
-            raise unavailable(self._tried, exc.strerror or str(exc)) from None
+            raise connect_failed(exc, self._tried, self.path) from None
         except BaseException:
             sock.close()
             raise
-        self._sock = sock
-        self._decoder = ResponseDecoder()
+        self._sock, self._armed, self._decoder = sock, armed, ResponseDecoder()
+        return sock
 
     @property
     def connected(self) -> bool:
         """Whether a connection is open."""
         return self._sock is not None
 
-    def roundtrip(self, frame: bytes) -> Response:
-        """Send one request frame and read its response."""
-        with self._lock:
-            if self._sock is None:
-                self.connect()
-            sock, decoder = self._sock, self._decoder
-            assert sock is not None
+    def roundtrip(self, frame: bytes, deadline: float) -> Response:
+        """Send one request frame and read its response, all by ``deadline``."""
+        lock = self._lock
+        # prompt: the lock came at once, so until this call waits the armed timeout fits
+        prompt = lock.acquire(False)
+        if not prompt and not lock.acquire(timeout=max(0.0, deadline - clock())):
+            raise timed_out(self.path)
+        try:
+            sock = self._sock
+            if sock is None:
+                prompt, sock = False, self._open(deadline)
             try:
-                try:  # noqa: SIM105 (no context manager per call on the hot path)
-                    sock.sendall(frame)
-                except (BrokenPipeError, ConnectionResetError):
-                    pass  # a daemon that refused us and hung up may have left its answer
-                while True:
-                    event = decoder.next_event()
-                    if isinstance(event, Response):
-                        return event
-                    data = sock.recv(RECV_SIZE)
-                    if not data:
-                        raise ConnectionResetError
-                    decoder.receive_data(data)
-            except BlockingIOError:  # SO_RCVTIMEO/SO_SNDTIMEO expired
+                return self._exchange(sock, frame, deadline, prompt)
+            except BlockingIOError:  # SO_RCVTIMEO/SO_SNDTIMEO expired: the deadline passed
                 self.close()
-                raise Timeout(f"the hycan daemon on {self.path} did not answer in time") from None
+                raise timed_out(self.path) from None
             except OSError:
                 self.close()
                 raise connection_lost(self.path) from None
+            except BaseException:  # interrupted (a signal handler raised), timed out, bad data:
+                self.close()  # the reply must not reach the next call
+                raise
+            finally:
+                if self._armed < self._full and self._sock is not None:
+                    self._armed = _arm(sock, self._timeout)
+        finally:
+            lock.release()
+
+    def _exchange(
+        self, sock: socket.socket, frame: bytes, deadline: float, prompt: bool
+    ) -> Response:
+        decoder = self._decoder
+        if prompt:  # the common case: a send that need not wait, then one receive
+            try:
+                sent = sock.send(frame, _NO_WAIT)
+            except BlockingIOError:
+                sent = 0
+            except (BrokenPipeError, ConnectionResetError):
+                sent = len(frame)  # a daemon that refused us may have left its answer
+            frame = frame[sent:]
+            prompt = not frame
+        while frame:
+            self._fit(sock, deadline)
+            try:
+                frame = frame[sock.send(frame) :]
+            except (BrokenPipeError, ConnectionResetError):
+                break
+        while True:
+            event = decoder.next_event()
+            if isinstance(event, Response):
+                if decoder.buffered:
+                    raise extra_reply(self.path)
+                return event
+            if not prompt:
+                self._fit(sock, deadline)
+            prompt = False
+            data = sock.recv(RECV_SIZE)
+            if not data:
+                raise ConnectionResetError
+            decoder.receive_data(data)
+
+    def _fit(self, sock: socket.socket, deadline: float) -> None:
+        """Before a further wait: re-arm the kernel timeouts if they would overshoot."""
+        remaining = deadline - clock()
+        if remaining <= 0:
+            raise timed_out(self.path)
+        if remaining + SLACK < self._armed:
+            self._armed = _arm(sock, remaining)
 
     def close(self) -> None:
         """Close the connection (a later call reconnects)."""
@@ -108,10 +190,10 @@ class LocalTransport:
     def __init__(self, handler: Handler) -> None:
         self._handler = handler
 
-    def connect(self) -> None:
+    def connect(self, deadline: float) -> None:
         """Nothing to connect."""
 
-    def roundtrip(self, frame: bytes) -> Response:
+    def roundtrip(self, frame: bytes, deadline: float) -> Response:
         """Handle one request frame in-process."""
         return handle_locally(self._handler, frame)
 
