@@ -224,3 +224,45 @@ def test_throttle_allows_a_burst_then_a_rate_and_summarizes_the_rest() -> None:
         b"1",
     )
     assert throttle.summaries() == []  # said once
+
+
+def test_changes_beyond_their_budget_are_folded_per_op_and_link() -> None:
+    now = [0.0]
+    throttle = Throttle(clock=lambda: now[0], change_burst=2, change_rate=1.0)
+    peer = PeerCredentials(pid=42, uid=1000, gid=1000, groups=())
+    allowed = [throttle.allow_change(peer, op, "vcan0") for op in ["UP", "DOWN"] * 3]
+    assert allowed == [True, True, False, False, False, False]
+    now[0] = 1.0
+    lines = sorted(throttle.summaries())
+    parsed = [parse(f"2026-12-02 05:05:25,123 hycan-daemon[1] {line}") for line in lines]
+    assert [(p.text("op"), p.text("name"), p.text("count")) for p in parsed] == [
+        ("DOWN", "vcan0", "2"),
+        ("UP", "vcan0", "2"),
+    ]
+    assert all(p.level == "INFO" and p.text("result") == "ok" for p in parsed)
+
+
+class _Flaky(io.StringIO):
+    """A stream whose writes fail (ENOSPC) while ``full`` is set."""
+
+    full = True
+
+    def write(self, text: str) -> int:
+        if self.full:
+            raise OSError(28, "No space left on device")
+        return super().write(text)
+
+
+def test_lines_a_failed_write_lost_are_counted_in_the_next_good_write() -> None:
+    stream = _Flaky()
+    log = AuditLog(stream, throttle=None)
+    peer = PeerCredentials(pid=42, uid=1000, gid=1000, groups=())
+    log.request(peer, "INTERFACE_UP", b"vcan0")
+    log.request(peer, "INTERFACE_UP", b"vcan1")
+    log.flush()  # fails: nothing raised
+    stream.full = False
+    log.request(peer, "INTERFACE_UP", b"vcan2")
+    log.flush()
+    lost, written = parse_log(stream.getvalue())
+    assert (lost.text("event"), lost.text("count")) == ("lost", "2")
+    assert written.fields["name"] == b"vcan2"
