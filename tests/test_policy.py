@@ -11,10 +11,19 @@ from hycan._peercred import PeerCredentials
 from hycan._protocol import Op, Request
 from hycan.backends.base import LinkRef
 from hycan.backends.memory import MemoryBackend
-from hycan.daemon.policy import AccessPolicy, InterfacePolicy
+from hycan.daemon.policy import AccessPolicy, GroupDatabase, InterfacePolicy
 from hycan.errors import ErrorCode
 
-POLICY = AccessPolicy(uids=frozenset({0, 1000}), gids=frozenset({500}), group_names=("hycan",))
+# uid 2000 ("ann", primary group 4000) is listed in group 500; uid 2001 has no account.
+ACCOUNTS = {2000: ("ann", 4000)}
+DATABASE = GroupDatabase(
+    account=ACCOUNTS.get,
+    members=lambda gid: ("ann",) if gid == 500 else (),
+    version=lambda: (),
+)
+POLICY = AccessPolicy(
+    uids=frozenset({0, 1000}), gids=frozenset({500}), group_names=("hycan",), database=DATABASE
+)
 
 
 def peer(uid: int, gid: int = 4000, groups: tuple[int, ...] = ()) -> PeerCredentials:
@@ -37,6 +46,21 @@ def test_access_policy(who: PeerCredentials, admitted: bool) -> None:
     assert (refusal is None) is admitted
     if refusal:
         assert "uid 2000" in refusal and "hycan group" in refusal
+
+
+def test_holding_the_group_is_not_enough_the_database_must_list_the_member() -> None:
+    ghost = peer(2001, groups=(500,))  # e.g. a subordinate uid of a member's user namespace
+    assert "uid 2001 has no account here" in (POLICY.authorize(ghost) or "")
+    lister = {"members": ("ann",)}
+    database = GroupDatabase(
+        account={2000: ("ann", 4000)}.get,
+        members=lambda gid: lister["members"],
+        version=lambda: (len(lister["members"]),),  # stands for /etc/group's mtime
+    )
+    policy = AccessPolicy(frozenset({0}), frozenset({500}), ("hycan",), database)
+    assert policy.authorize(peer(2000, groups=(500,))) is None
+    lister["members"] = ()  # gpasswd -d ann hycan: the session keeps the gid, the file not
+    assert "no longer lists it" in (policy.authorize(peer(2000, groups=(500,))) or "")
 
 
 def test_build_always_admits_root_and_self_and_ignores_missing_group() -> None:

@@ -1,6 +1,7 @@
 """Who may ask (peer credentials) and what may be done (interface policy).
 
-Both are pure functions of their inputs so they can be tested without sockets or a kernel.
+Both can be tested without sockets or a kernel; who is a member of the group comes from the
+group database (injectable, cached for a second).
 """
 
 from __future__ import annotations
@@ -8,8 +9,10 @@ from __future__ import annotations
 import fnmatch
 import grp
 import os
+import pwd
 import re
-from collections.abc import Iterable
+import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from hycan._peercred import PeerCredentials
@@ -26,13 +29,106 @@ _VERBS = {
 }
 
 
+Account = tuple[str, int]  # a uid's user name and primary gid
+_MEMBERS_TTL = 1.0  # seconds a membership answer is reused, at most
+_MEMBERS_MAX = 4096  # uids remembered at most
+_DATABASE_FILES = ("/etc/passwd", "/etc/group")  # a change to either forgets every answer
+
+
+def _files_version() -> tuple[int, ...]:
+    stamps = []
+    for path in _DATABASE_FILES:
+        try:
+            st = os.stat(path)
+        except OSError:
+            stamps.append(-1)
+        else:
+            stamps += [st.st_mtime_ns, st.st_ino]
+    return tuple(stamps)
+
+
+def _account(uid: int) -> Account | None:
+    try:
+        entry = pwd.getpwuid(uid)
+    except KeyError:
+        return None
+    return entry.pw_name, entry.pw_gid
+
+
+def _group_members(gid: int) -> tuple[str, ...]:
+    try:
+        return tuple(grp.getgrgid(gid).gr_mem)
+    except KeyError:
+        return ()
+
+
+class GroupDatabase:
+    """Whether the group database lists a uid as a member of some gids: the account's
+    primary group, or a supplementary member.
+
+    Answers are kept at most ``_MEMBERS_TTL`` seconds, and forgotten at once when
+    /etc/passwd or /etc/group changes (one ``stat`` each per lookup), so ``usermod`` and
+    ``gpasswd -d`` apply to the next connection.
+    """
+
+    def __init__(
+        self,
+        account: Callable[[int], Account | None] = _account,
+        members: Callable[[int], tuple[str, ...]] = _group_members,
+        clock: Callable[[], float] = time.monotonic,
+        version: Callable[[], tuple[int, ...]] = _files_version,
+    ) -> None:
+        self._account, self._members, self._clock, self._version = account, members, clock, version
+        self._cache: dict[tuple[int, frozenset[int]], tuple[float, str | None]] = {}
+        self._seen: tuple[int, ...] = ()
+
+    def refusal(self, uid: int, gids: frozenset[int]) -> str | None:
+        """None if ``uid`` is listed in one of ``gids``, else why it is not."""
+        version = self._version()
+        if version != self._seen or len(self._cache) >= _MEMBERS_MAX:
+            self._cache.clear()
+            self._seen = version
+        key = (uid, gids)
+        now = self._clock()
+        cached = self._cache.get(key)
+        if cached is not None and now - cached[0] < _MEMBERS_TTL:
+            return cached[1]
+        answer = self._look_up(uid, gids)
+        self._cache[key] = (now, answer)
+        return answer
+
+    def _look_up(self, uid: int, gids: frozenset[int]) -> str | None:
+        account = self._account(uid)
+        if account is None:
+            return (
+                f"permission denied: uid {uid} has no account here (a subordinate uid of a "
+                "user namespace?); only users the group database lists as members are "
+                "admitted through the group"
+            )
+        name, primary = account
+        if primary in gids or any(name in self._members(gid) for gid in gids):
+            return None
+        return (
+            f"permission denied: {name} (uid {uid}) holds the group only from a session "
+            "that predates a change: the group database no longer lists it as a member"
+        )
+
+
 @dataclass(frozen=True, slots=True)
 class AccessPolicy:
-    """Admit root, the daemon's own uid, listed uids, and members of listed groups."""
+    """Admit root, the daemon's own uid, listed uids, and members of listed groups.
+
+    A peer is a member when its kernel credentials hold the group (what the socket's file
+    mode also checks) **and** the group database lists it: a subordinate uid of a member's
+    user namespace keeps the member's groups but has no account (it would otherwise count
+    as a uid of its own against every per-uid limit), and a member removed from the group
+    is refused at once even if its old session still holds the gid.
+    """
 
     uids: frozenset[int]
     gids: frozenset[int]
     group_names: tuple[str, ...] = ()
+    database: GroupDatabase = field(default_factory=GroupDatabase, compare=False)
 
     @classmethod
     def build(
@@ -54,7 +150,7 @@ class AccessPolicy:
         if peer.uid in self.uids:
             return None
         if self.gids & {peer.gid, *peer.groups}:
-            return None
+            return self.database.refusal(peer.uid, self.gids)
         groups = f" or members of group {', '.join(self.group_names)}" if self.group_names else ""
         return (
             f"permission denied: uid {peer.uid} may not use hycan-daemon (allowed: uids "
