@@ -58,10 +58,12 @@ def test_ready_only_once_serving_and_stopping_on_sigterm(
     shutil.which("systemd-socket-activate") is None,
     reason="systemd-socket-activate not installed (apt-get install systemd)",
 )
-def test_socket_activated_daemon_serves_clients(tmp_path: Path) -> None:
+@pytest.mark.parametrize("extra", [(), ("--allow-uid", "4242")])
+def test_socket_activated_daemon_serves_clients(tmp_path: Path, extra: tuple[str, ...]) -> None:
     sock = tmp_path / "activated.sock"
+    daemon = daemon_command("--backend", "memory", *extra)
     proc = subprocess.Popen(
-        ["systemd-socket-activate", "--listen", str(sock), *daemon_command("--backend", "memory")],
+        ["systemd-socket-activate", "--listen", str(sock), *daemon],
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -78,6 +80,9 @@ def test_socket_activated_daemon_serves_clients(tmp_path: Path) -> None:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=20) == 0
         # The socket belonged to the activator, not to the daemon: the daemon left it alone.
+        # It cannot give systemd's socket an ACL entry for --allow-uid: it says so.
+        warned = "--allow-uid 4242: systemd owns the socket" in proc.stderr.read()
+        assert warned == bool(extra)
     finally:
         if proc.poll() is None:
             proc.kill()

@@ -7,10 +7,12 @@ Each test is a finding that was reproduced against the daemon before it was fixe
 from __future__ import annotations
 
 import contextlib
+import io
 import logging
 import os
 import select
 import socket
+import subprocess
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -26,11 +28,12 @@ from hycan._handler import Handler
 from hycan._protocol import Op, Request, Response, ResponseDecoder, encode_request
 from hycan.backends.memory import MemoryBackend
 from hycan.daemon import server as server_module
+from hycan.daemon.audit import AuditLog, audit_logger
 from hycan.daemon.listener import bind_unix
 from hycan.daemon.server import Server
 from hycan.errors import ErrorCode
 from tests.audit_grammar import parse_log
-from tests.conftest import DaemonProcess
+from tests.conftest import DaemonProcess, daemon_command
 from tests.identities import Identities, Identity, run_as
 from tests.strategies import FRAMES
 
@@ -174,6 +177,39 @@ async def test_a_fault_while_admitting_a_client_does_not_stop_the_server(
     assert "injected admission fault" in caplog.text
 
 
+class _Slow(Handler):
+    """Link changes that take the kernel 3 ms each (a slow USB CAN adapter, say)."""
+
+    def answer(self, request: Request) -> tuple[Response, str | None]:
+        if request.name == b"slow":
+            time.sleep(0.003)  # stands for the kernel's time, not synchronisation
+        return super().answer(request)
+
+
+async def test_a_pipeline_of_slow_changes_does_not_hold_up_another_client(
+    tmp_path: Path, nursery: trio.Nursery
+) -> None:
+    path = str(tmp_path / "slow.sock")
+    log = io.StringIO()
+    audit_logger.setLevel(logging.DEBUG)
+    bound = bind_unix(path)
+    server = Server(_Slow(MemoryBackend()), audit=AuditLog(log, throttle=None))
+    await nursery.start(server.serve, bound.sock)
+    try:
+        pipeliner = await trio.open_unix_socket(path)
+        await pipeliner.send_all(encode_request(Op.STATUS, b"slow") * 64)
+        await pipeliner.receive_some(4096)  # its first answers are out: it is being served
+        async with AsyncDaemonClient(path) as other:
+            await other.ping()
+        await pipeliner.aclose()
+    finally:
+        audit_logger.setLevel(logging.NOTSET)
+        bound.remove()
+    ops = [line.split(" op=", 1)[1].split(" ", 1)[0] for line in log.getvalue().splitlines()]
+    # The PING was answered after a few of the 64 slow requests, not after all of them.
+    assert ops.index("PING") < 16, ops
+
+
 # -- 5: idle means "no complete request", partial frames or not ---------------------------
 
 
@@ -232,6 +268,26 @@ def test_a_flood_of_bad_frames_is_summarized_not_logged_line_by_line(tmp_path: P
     counted = sum(int(_field(line, "count")) for line in summaries)
     logged = sum(1 for line in log.splitlines() if "event=request" in line)
     assert counted + logged == 20_000
+
+
+def test_a_flood_of_successful_requests_is_summarized_per_link(tmp_path: Path) -> None:
+    proc = DaemonProcess(str(tmp_path / "d.sock"), "--backend", "memory").start()
+    try:
+        with DaemonClient(proc.path) as client:
+            client.create("vcan0")
+        frames = encode_request(Op.INTERFACE_UP, b"vcan0") * 20_000  # 7 bytes each, all "ok"
+        with connect(proc.path, timeout=60) as sock:
+            sock.sendall(frames)
+            got = replies(sock, 20_000)
+        assert len(got) == 20_000 and all(r.success for r in got)
+    finally:
+        _, log = proc.stop()
+    assert len(log.encode()) <= 5 * len(frames), f"log grew {len(log)} bytes"
+    lines = log.splitlines()
+    logged = sum("event=request" in line and "op=INTERFACE_UP" in line for line in lines)
+    folded = [line for line in lines if "event=suppressed" in line and "op=INTERFACE_UP" in line]
+    assert folded and all("name=vcan0" in line and "result=ok" in line for line in folded)
+    assert logged + sum(int(_field(line, "count")) for line in folded) == 20_000  # none lost
 
 
 def _field(line: str, key: str) -> str:
@@ -382,15 +438,25 @@ def test_sigterm_with_user_exits_zero_and_removes_the_socket(
     assert not os.path.exists(proc.path)
 
 
-def test_user_that_could_not_remove_the_socket_is_refused_at_start(
-    shared_dir: Path, identities: Identities
+@pytest.mark.parametrize("case", ["user in root's 0755", "root in a user's 0755", "closed parent"])
+def test_a_daemon_that_could_not_remove_its_socket_is_refused_at_start(
+    shared_dir: Path, identities: Identities, case: str
 ) -> None:
-    # shared_dir is root's 0755: the service user could never unlink a socket there.
+    where, user = shared_dir, ("--user", identities.service.name)
+    if case == "root in a user's 0755":  # root keeps no CAP_DAC_OVERRIDE once restricted
+        os.chown(shared_dir, identities.member.uid, identities.member.gid)
+        user = ()
+    elif case == "closed parent":  # the directory is writable, one above it is not
+        where = shared_dir / "inner"
+        where.mkdir(mode=0o1777)
+        where.chmod(0o1777)
+        shared_dir.chmod(0o700)
     with pytest.raises(RuntimeError, match="could not remove"):
-        DaemonProcess(
-            str(shared_dir / "user.sock"), "--backend", "memory", "--user", identities.service.name
-        ).start()
-    assert not os.path.exists(shared_dir / "user.sock")
+        DaemonProcess(str(where / "user.sock"), "--backend", "memory", *user).start()
+    assert not os.path.exists(where / "user.sock")  # the refusal leaves nothing behind
+    assert not [p.name for p in where.iterdir() if "probe" in p.name]
+    if where != shared_dir:
+        where.rmdir()
 
 
 # -- hypothesis: hostile frames from many clients at once -----------------------------------
@@ -430,3 +496,72 @@ def test_hostile_frames_from_many_clients_never_stop_the_live_daemon(
     assert answered == [len(frames) for frames in clients]  # every frame answered, in full
     assert alive(daemon_process)
     parse_log(daemon_process.log())  # and every line the daemon wrote follows the grammar
+
+
+# -- the log's storage is full or gone ------------------------------------------------------
+
+
+def test_a_log_that_cannot_be_written_never_ends_the_daemon(tmp_path: Path) -> None:
+    path = str(tmp_path / "full.sock")
+    with open("/dev/full", "wb") as full:  # every write fails with ENOSPC
+        proc = subprocess.Popen(
+            daemon_command("--socket", path, "--backend", "memory"),
+            stdout=subprocess.PIPE,
+            stderr=full,
+            text=True,
+        )
+    try:
+        assert proc.stdout is not None and "serving on" in proc.stdout.readline()
+        with DaemonClient(path) as client:
+            client.create("vcan0")  # logged (fails)...
+            client.up("vcan0")  # ...and the next request on the connection is answered
+            for _ in range(50):  # failures past the budget: a summary at the next tick
+                with contextlib.suppress(hycan.InterfaceNotFound):
+                    client.up("missing0")
+        time.sleep(2.5)  # two ticks of the summary timer (what used to end the daemon)
+        with DaemonClient(path) as client:
+            assert client.ping()["protocol"] == 1
+        assert proc.poll() is None
+    finally:
+        proc.terminate()
+        assert proc.wait(10) == 0
+
+
+# -- uids the group database does not list as members --------------------------------------
+
+
+def test_uids_without_an_account_do_not_multiply_the_per_uid_cap(
+    open_daemon: DaemonProcess, identities: Identities
+) -> None:
+    # A member's user namespace maps subordinate uids (200000+) that keep the member's
+    # supplementary group: the kernel admits them to the 0660 socket, each with its own uid.
+    ghosts = [Identity(f"subuid{n}", 200_000 + n, 200_000 + n, (identities.gid,)) for n in range(3)]
+
+    def ping() -> str:
+        try:
+            with DaemonClient(open_daemon.path) as client:
+                client.ping()
+        except hycan.PermissionDenied as exc:
+            return exc.message
+        return "served"
+
+    for ghost in ghosts:
+        assert "has no account here" in run_as(ghost, ping)
+    assert run_as(identities.member, ping) == "served"
+
+
+def test_a_member_removed_from_the_group_is_refused_at_once(
+    open_daemon: DaemonProcess, identities: Identities
+) -> None:
+    def ping() -> str:
+        try:
+            with DaemonClient(open_daemon.path) as client:
+                client.ping()
+        except hycan.PermissionDenied as exc:
+            return exc.message
+        return "served"
+
+    assert run_as(identities.member, ping) == "served"
+    subprocess.run(["gpasswd", "-d", identities.member.name, identities.group], check=True)
+    # Its session still holds the gid (run_as keeps the old groups), the database does not.
+    assert "no longer lists" in run_as(identities.member, ping)

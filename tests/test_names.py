@@ -36,8 +36,8 @@ def kernel_dev_valid_name(name: bytes) -> bool:
 
 
 def hycan_stricter(name: bytes) -> bool:
-    """What hycan refuses beyond the kernel: ASCII control bytes and invalid UTF-8."""
-    if any(b < 0x20 or b == 0x7F for b in name):
+    """What hycan refuses beyond the kernel: ASCII control bytes, '%' and invalid UTF-8."""
+    if any(b < 0x20 or b == 0x7F for b in name) or b"%" in name:
         return True
     try:
         name.decode("utf-8")
@@ -50,7 +50,7 @@ NAMES = st.one_of(
     st.binary(max_size=17),
     st.text(max_size=16).map(lambda t: t.encode("utf-8", "surrogatepass")),
     st.sampled_from(
-        ["à", "\u00a0", "Ġ", "x\u2028", "é1", "a" * 15, "a" * 16, ".", "..", "a:b"]
+        ["à", "\u00a0", "Ġ", "x\u2028", "é1", "a" * 15, "a" * 16, ".", "..", "a:b", "x%d", "%"]
     ).map(str.encode),
 )
 
@@ -71,6 +71,8 @@ def test_names_are_exactly_the_kernels_plus_hycans_stricter_rules(name: bytes) -
         (b"a\x7f", "control bytes 0x7f"),
         (b"a b", "whitespace"),
         (b"\xff", "not valid UTF-8"),
+        (b"x%d", "pattern"),
+        (b"a%", "pattern"),
     ],
 )
 def test_refusals_say_why_and_quote_the_name_safely(name: bytes, reason: str) -> None:

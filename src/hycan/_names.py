@@ -4,9 +4,10 @@ rules of hycan's own.
 The kernel (net/core/dev.c) refuses an empty name, one of 16 bytes or more, ``.`` and
 ``..``, and any name holding ``/``, ``:`` or a byte its ``isspace()`` counts as space --
 by lib/ctype.c that is ``\\t \\n \\v \\f \\r``, space, **and 0xA0** (Latin-1's no-break
-space; in UTF-8 it is a byte of U+00A0, 'à', 'Ġ', ...). hycan is stricter in two ways:
+space; in UTF-8 it is a byte of U+00A0, 'à', 'Ġ', ...). hycan is stricter in three ways:
 it refuses ASCII control bytes (0x00-0x1f, 0x7f; a NUL would make the kernel act on a
-prefix), and requires valid UTF-8.
+prefix), ``%`` (to the kernel a name with ``%d`` is a pattern it fills in, so ``x%d`` would
+create ``x0`` while hycan reported ``x%d``), and requires valid UTF-8.
 """
 
 from __future__ import annotations
@@ -43,6 +44,11 @@ def name_problem(raw: bytes) -> str | None:
         return (
             f"invalid name {shown(raw)}: contains control bytes "
             f"{', '.join(f'0x{b:02x}' for b in controls)}; hycan refuses them (0x00-0x1f, 0x7f)"
+        )
+    if b"%" in raw:
+        return (
+            f"invalid name {shown(raw)}: contains '%', which the kernel reads as a pattern "
+            "(x%d would become x0, x1, ...); hycan refuses it"
         )
     bad = sorted({chr(b) for b in raw if b in _FORBIDDEN and b != _NBSP})
     if bad:

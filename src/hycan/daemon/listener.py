@@ -41,6 +41,9 @@ class BoundSocket:
             st = os.lstat(self.path)
         except FileNotFoundError:
             return
+        except OSError as exc:  # the directories changed since start-up
+            log.warning("could not remove %s (%s): the next start replaces it", self.path, exc)
+            return
         if (st.st_dev, st.st_ino) == self.inode:
             try:
                 os.unlink(self.path)
@@ -80,29 +83,6 @@ def _clear_stale(path: str) -> None:
     log.info("replacing stale socket %s", path)
     with contextlib.suppress(FileNotFoundError):
         os.unlink(path)
-
-
-def check_removable(path: str, uid: int, gid: int, user: str) -> None:
-    """Refuse to start if ``user`` (``uid``/``gid``, no other groups) could not unlink the
-    socket it will own at ``path`` when it exits (it runs with CAP_NET_ADMIN only)."""
-    parent = os.path.dirname(os.path.abspath(path)) or "/"
-    try:
-        st = os.stat(parent)
-    except OSError:
-        return  # bind_unix says what is wrong with the directory
-    if st.st_uid == uid:
-        bits = st.st_mode >> 6
-    elif st.st_gid == gid:
-        bits = st.st_mode >> 3
-    else:
-        bits = st.st_mode
-    if bits & 0o3 != 0o3:  # unlink needs write and search permission on the directory
-        raise StartupError(
-            f"--user {user} could not remove {path} when it exits: {parent} is not "
-            f"writable by {user}. Put the socket in a directory {user} may write (e.g. "
-            f"`install -d -o {user} -g hycan -m 0750 /run/hycan`, then --socket "
-            "/run/hycan/hycan.sock), or let systemd own the socket (deploy/systemd)"
-        )
 
 
 def bind_unix(

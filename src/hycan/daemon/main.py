@@ -22,13 +22,24 @@ from hycan._handler import Handler
 from hycan._paths import MANUAL_SOCKET
 from hycan.backends.base import Backend
 from hycan.daemon import systemd
-from hycan.daemon.listener import BoundSocket, StartupError, bind_unix, check_removable
+from hycan.daemon.listener import BoundSocket, StartupError, bind_unix
 from hycan.daemon.logfmt import LineFormatter
 from hycan.daemon.policy import DEFAULT_GROUP, AccessPolicy, InterfacePolicy
-from hycan.daemon.privileges import PrivilegeError, drop_privileges
+from hycan.daemon.privileges import PrivilegeError, drop_privileges, unlink_problem
 from hycan.daemon.server import Limits, Server
 
 log = logging.getLogger("hycan.daemon")
+
+
+def uid_argument(text: str) -> int:
+    """A uid for ``--allow-uid``: 0 .. 2**32 - 2 (the kernel's (uid_t)-1 means "none")."""
+    try:
+        uid = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a uid: {text!r}") from None
+    if not 0 <= uid <= 0xFFFFFFFE:
+        raise argparse.ArgumentTypeError(f"uid {uid} is outside 0..4294967294")
+    return uid
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -62,7 +73,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--allow-uid",
-        type=int,
+        type=uid_argument,
         action="append",
         default=[],
         metavar="UID",
@@ -171,24 +182,40 @@ def obtain_socket(path: str, access: AccessPolicy, user: str | None) -> BoundSoc
         if len(inherited) > 1:
             raise StartupError(f"systemd passed {len(inherited)} sockets; hycan-daemon takes one")
         sock = inherited[0]
+        extra = sorted(access.uids - {0, os.geteuid()})
+        if extra:
+            log.warning(
+                "--allow-uid %s: systemd owns the socket, so the daemon cannot give it ACL "
+                "entries; add `ExecStartPost=/usr/bin/setfacl -m u:UID:rw %s` to the socket "
+                "unit, or those uids cannot connect (see docs/deployment.md)",
+                ",".join(map(str, extra)),
+                sock.getsockname(),
+            )
         return BoundSocket(sock, str(sock.getsockname()), None)
     owner = None
     if user:
         try:
-            entry = pwd.getpwnam(user)
+            owner = pwd.getpwnam(user).pw_uid
         except KeyError:
             raise StartupError(f"--user {user}: no such user") from None
-        check_removable(path, entry.pw_uid, entry.pw_gid, user)
-        owner = entry.pw_uid
     gid = min(access.gids) if access.gids else None
     allowed = sorted(access.uids - {0, os.geteuid()})
     return bind_unix(path, mode=0o660, gid=gid, uid=owner, allow_uids=allowed)
 
 
-def restrict_privileges(args: argparse.Namespace) -> None:
-    """Keep only CAP_NET_ADMIN (must run before trio starts any thread)."""
+def restrict_privileges(args: argparse.Namespace, bound: BoundSocket) -> None:
+    """Keep only CAP_NET_ADMIN (must run before trio starts any thread), once sure that the
+    restricted daemon can still remove the socket it bound when it exits."""
     if args.backend == "memory" and not args.user and not read_cap_state().permitted:
         return  # an unprivileged demo daemon has nothing to drop
+    if bound.inode is not None:
+        problem = unlink_problem(bound.path, args.user)
+        if problem is not None:
+            raise StartupError(
+                f"refusing to serve: {problem}. Put the socket in a directory it may write "
+                "(e.g. `install -d -o hycan -g hycan -m 0750 /run/hycan`, then --socket "
+                "/run/hycan/hycan.sock), or let systemd own the socket (deploy/systemd)"
+            )
     state, report = drop_privileges(args.user)
     log.info("privileges: %s (%s)", report, state.describe())
 
@@ -211,15 +238,31 @@ async def run(server: Server, bound: BoundSocket, backend_name: str) -> None:
                 break
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Entry point of ``hycan-daemon``."""
-    args = parse_args(argv)
+def configure_logging(level: str) -> None:
+    """Every record on stderr as one line of the daemon's format (hycan.daemon.logfmt)."""
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(LineFormatter())  # one line of printable ASCII per record
-    logging.basicConfig(level=args.log_level, handlers=[handler])
+    logging.basicConfig(level=level, handlers=[handler])
+    logging.raiseExceptions = False  # a log that cannot be written must not cost more
+    logging.captureWarnings(True)  # warnings too, as one line each
     # Skip LogRecord work our format never prints (logging HOWTO, "Optimization").
     logging.logThreads = False
     logging.logMultiprocessing = False
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``hycan-daemon``."""
+    args = parse_args(argv)
+    configure_logging(args.log_level)
+    try:
+        return _serve(args)
+    except Exception:  # a bug: one log line with its traceback, not a raw one on stderr
+        log.exception("hycan-daemon stopped by an unexpected error")
+        return 1
+
+
+def _serve(args: argparse.Namespace) -> int:
+    """Bind, restrict, serve until a signal; the exit status."""
     access = AccessPolicy.build(allow_uids=args.allow_uid, group=args.group or None)
     if args.group and not access.gids:
         log.warning("group %r does not exist: only root and listed uids are admitted", args.group)
@@ -230,7 +273,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     try:
         backend = make_backend(args.backend, args.request_timeout)
-        restrict_privileges(args)
+        restrict_privileges(args, bound)
         links = InterfacePolicy(tuple(args.allow_iface))
         requests = Handler(backend, backend_name=args.backend, policy=links)
         limits = Limits(
@@ -246,6 +289,9 @@ def main(argv: list[str] | None = None) -> int:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
     except PrivilegeError as exc:
         print(f"hycan-daemon: refusing to serve: {exc}", file=sys.stderr)
+        return 1
+    except StartupError as exc:
+        print(f"hycan-daemon: {exc}", file=sys.stderr)
         return 1
     finally:
         bound.remove()

@@ -247,3 +247,45 @@ def drop_privileges(user: str | None = None) -> tuple[CapState, str]:
         )
     who = _describe_identity() + (", no supplementary groups" if target else "")
     return after, f"dropped to CAP_NET_ADMIN as {who}; {_describe_securebits()}"
+
+
+def unlink_problem(path: str, user: str | None) -> str | None:
+    """Why the daemon, once restricted, could not remove its socket at ``path``, or None.
+
+    Asked by doing it: a forked child takes the credentials the daemon will have (``user``
+    with no supplementary groups, or root without any capability) and hard-links the socket
+    to a probe name, then unlinks the probe. That covers what a look at mode bits cannot:
+    ACLs, parent directories, append-only directories, read-only mounts. The parent, still
+    privileged, removes a probe the child could not.
+    """
+    probe = f"{path}.{os.getpid()}.probe"
+    target = _lookup_user(user) if user else None
+    read_fd, write_fd = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover (the child reports through the pipe)
+        code = 0
+        try:
+            if target is not None:
+                os.setgroups([])
+                os.setresgid(target.gid, target.gid, target.gid)
+                os.setresuid(target.uid, target.uid, target.uid)  # drops every capability
+            else:
+                prctl.cap_effective.limit()
+            os.link(path, probe, follow_symlinks=False)
+            os.unlink(probe)
+        except OSError as exc:
+            code = exc.errno or 1
+        except BaseException:
+            code = 1
+        os.write(write_fd, code.to_bytes(4, "little"))
+        os._exit(0)
+    os.close(write_fd)
+    with os.fdopen(read_fd, "rb") as report:
+        code = int.from_bytes(report.read(4) or b"\x01\x00\x00\x00", "little")
+    os.waitpid(pid, 0)
+    if os.path.lexists(probe):
+        os.unlink(probe)
+    if not code:
+        return None
+    who = f"user {target.name}" if target else "root without CAP_DAC_OVERRIDE"
+    return f"as {who} it could not remove {path} when it exits ({os.strerror(code)})"

@@ -29,6 +29,7 @@ from __future__ import annotations
 import errno
 import logging
 import socket
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -57,7 +58,8 @@ log = logging.getLogger("hycan.daemon")
 _ACCEPT_CAPACITY_ERRORS = {errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS}
 _READ_ONLY_OPS = frozenset({Op.PING, Op.STATUS})  # audited at DEBUG when they succeed
 _STREAK = 8  # requests read without waiting before other clients get a turn
-_BATCH = 64  # pipelined requests answered per turn
+_BATCH = 64  # pipelined requests answered per turn...
+_TURN = 0.001  # ...or fewer, once a turn has taken this long (seconds of kernel work)
 _DEADLINE_STEP = 1.0  # move a connection's idle deadline at most this often (seconds)
 _INTERNAL_ERROR = failure(ErrorCode.INTERNAL, "internal error in hycan-daemon (see its log)")
 
@@ -273,8 +275,7 @@ class Server:
                         if not data:
                             return
                         decoder.receive_data(data)
-                    replies, fault = self._answer_batch(decoder, peer)
-                    more = len(replies) == _BATCH
+                    replies, fault, more = self._answer_batch(decoder, peer)
                     if replies:
                         await send_all(conn, b"".join(replies))
                         now = trio.current_time()
@@ -297,13 +298,14 @@ class Server:
 
     def _answer_batch(
         self, decoder: RequestDecoder, peer: PeerCredentials
-    ) -> tuple[list[bytes], bool]:
-        """Up to ``_BATCH`` encoded replies, and whether answering one of them failed (a bug:
-        logged, answered "internal error", and the connection is to be closed)."""
+    ) -> tuple[list[bytes], bool, bool]:
+        """The encoded replies of one turn: at most ``_BATCH``, and no more once the turn took
+        ``_TURN`` (a pipeline of slow link changes must not hold up other clients). Also
+        whether answering failed (a bug: logged, answered "internal error", and the
+        connection is to be closed) and whether the turn ended with requests left."""
         replies: list[bytes] = []
-        while len(replies) < _BATCH and isinstance(
-            event := decoder.next_event(), Request | BadRequest
-        ):
+        started = time.perf_counter()
+        while isinstance(event := decoder.next_event(), Request | BadRequest):
             try:
                 replies.append(self._answer(event, peer))
             except Exception:
@@ -313,8 +315,10 @@ class Server:
                     peer.pid,
                 )
                 replies.append(_INTERNAL_ERROR.encode())
-                return replies, True
-        return replies, False
+                return replies, True, False
+            if len(replies) == _BATCH or time.perf_counter() - started > _TURN:
+                return replies, False, True
+        return replies, False, False
 
     def _answer(self, event: Request | BadRequest, peer: PeerCredentials) -> bytes:
         audit = self.audit
@@ -322,19 +326,16 @@ class Server:
             audit.request(peer, event.op_label, event.name, code=event.code, message=event.message)
             return failure(event.code, event.message).encode()
         response, link = self.handler.answer(event)
-        if response.success:
-            audit.request(
-                peer, event.op.name, event.name, link=link, routine=event.op in _READ_ONLY_OPS
-            )
-        else:
-            audit.request(
-                peer,
-                event.op.name,
-                event.name,
-                code=response.code,
-                message=response.message,
-                link=link,
-            )
+        ok = response.success
+        audit.request(
+            peer,
+            event.op.name,
+            event.name,
+            code=None if ok else response.code,
+            message=response.message,
+            link=link,
+            routine=ok and event.op in _READ_ONLY_OPS,
+        )
         return response.encode()
 
 
