@@ -7,6 +7,7 @@ Each test is a finding that was reproduced against the daemon before it was fixe
 from __future__ import annotations
 
 import contextlib
+import functools
 import io
 import logging
 import os
@@ -530,6 +531,16 @@ def test_a_log_that_cannot_be_written_never_ends_the_daemon(tmp_path: Path) -> N
 # -- uids the group database does not list as members --------------------------------------
 
 
+def _ping_outcome(path: str) -> str:
+    """ "served", or the message of the daemon's refusal."""
+    try:
+        with DaemonClient(path) as client:
+            client.ping()
+    except hycan.PermissionDenied as exc:
+        return exc.message
+    return "served"
+
+
 def test_uids_without_an_account_do_not_multiply_the_per_uid_cap(
     open_daemon: DaemonProcess, identities: Identities
 ) -> None:
@@ -537,14 +548,7 @@ def test_uids_without_an_account_do_not_multiply_the_per_uid_cap(
     # supplementary group: the kernel admits them to the 0660 socket, each with its own uid.
     ghosts = [Identity(f"subuid{n}", 200_000 + n, 200_000 + n, (identities.gid,)) for n in range(3)]
 
-    def ping() -> str:
-        try:
-            with DaemonClient(open_daemon.path) as client:
-                client.ping()
-        except hycan.PermissionDenied as exc:
-            return exc.message
-        return "served"
-
+    ping = functools.partial(_ping_outcome, open_daemon.path)
     for ghost in ghosts:
         assert "has no account here" in run_as(ghost, ping)
     assert run_as(identities.member, ping) == "served"
@@ -553,14 +557,7 @@ def test_uids_without_an_account_do_not_multiply_the_per_uid_cap(
 def test_a_member_removed_from_the_group_is_refused_at_once(
     open_daemon: DaemonProcess, identities: Identities
 ) -> None:
-    def ping() -> str:
-        try:
-            with DaemonClient(open_daemon.path) as client:
-                client.ping()
-        except hycan.PermissionDenied as exc:
-            return exc.message
-        return "served"
-
+    ping = functools.partial(_ping_outcome, open_daemon.path)
     assert run_as(identities.member, ping) == "served"
     subprocess.run(["gpasswd", "-d", identities.member.name, identities.group], check=True)
     # Its session still holds the gid (run_as keeps the old groups), the database does not.
