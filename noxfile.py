@@ -80,6 +80,8 @@ def fresh(session: nox.Session) -> None:
     """
     if os.geteuid() != 0:
         session.skip("needs root (debootstrap, systemd-nspawn): sudo scripts/run-tests.sh -s fresh")
+    if os.path.exists("/run/systemd/container"):  # e.g. `run_fresh.py --run-tests` itself
+        session.skip("inside a container: no nested debootstrap + nspawn; run it on the host")
     session.run("python", "tests/fresh/run_fresh.py", *session.posargs)
 
 

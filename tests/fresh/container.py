@@ -148,18 +148,18 @@ class Machine:
         self._nspawn: subprocess.Popen[bytes] | None = None
         self.init_pid = 0
 
-    def argv(self, *, private_network: bool) -> list[str]:
-        """The systemd-nspawn command line of a boot."""
+    def argv(self, *, private_network: bool, extra: tuple[str, ...] = ()) -> list[str]:
+        """The systemd-nspawn command line of a boot (``extra``: more nspawn options)."""
         argv = ["systemd-nspawn", "-D", str(self.root), "-b", "--register=no", "--keep-unit"]
-        argv += [f"--machine={self.name}", "--console=read-only"]
+        argv += [f"--machine={self.name}", "--console=read-only", *extra]
         return [*argv, "--private-network"] if private_network else argv
 
-    def boot(self, *, private_network: bool, timeout: float) -> Result:
+    def boot(self, *, private_network: bool, timeout: float, extra: tuple[str, ...] = ()) -> Result:
         """Start the container and wait until its systemd has booted (running or degraded)."""
         start = time.monotonic()
         with self.console_log.open("ab") as log:
             self._nspawn = subprocess.Popen(
-                self.argv(private_network=private_network),
+                self.argv(private_network=private_network, extra=extra),
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,

@@ -1,6 +1,7 @@
 """What README.md tells a newcomer to type, read from README.md itself, and what should happen.
 
-- the install command: the first command of README's first fenced block;
+- the install command: the first command of README's first fenced block, and the test
+  command: its second;
 - the "Use it" steps: each line of the first ``sh`` block under the "## Use it" heading;
 - the setup a user does before using hycan from a program: each line of the ``sh`` blocks
   under the headings in ``SETUP_HEADINGS`` (``sudo`` lines are an admin's, run as root);
@@ -203,6 +204,7 @@ class Readme:
     """The newcomer's commands from README.md."""
 
     install: str
+    test_command: str
     shell_steps: tuple[ShellStep, ...]
     setup: tuple[SetupStep, ...]
     snippets: tuple[PythonSnippet, ...]
@@ -214,8 +216,10 @@ class Readme:
         if not blocks:
             raise ValueError("README.md has no fenced code block (the install command)")
         commands = command_lines(blocks[0].text)
-        if not commands:
-            raise ValueError("README.md's first fenced block has no command")
+        if len(commands) < 2:
+            raise ValueError(
+                "README.md's first fenced block needs two commands (install, then test)"
+            )
         use_it = [b for b in blocks if b.heading.lower() == USE_IT and b.lang == "sh"]
         if not use_it:
             raise ValueError('README.md has no ```sh block under "## Use it"')
@@ -228,7 +232,7 @@ class Readme:
         )
         python = [b for b in blocks if b.lang == "python"]
         snippets = tuple(PythonSnippet(n, b.heading, b.text) for n, b in enumerate(python, 1))
-        return cls(commands[0], steps, setup, snippets)
+        return cls(commands[0], commands[1], steps, setup, snippets)
 
 
 def fenced_blocks(text: str) -> list[Block]:

@@ -142,11 +142,12 @@ class FreshRun:
         prompt = "#" if user == "root" else "$"
         return self.report.step(name, f"{user}{prompt} {command}", expect, result)
 
-    def boot(self, name: str, *, private_network: bool) -> bool:
+    def boot(self, name: str, *, private_network: bool, extra: tuple[str, ...] = ()) -> bool:
         """Boot the root; judged as a step."""
         self.machine = Machine(self.root, f"hycan-fresh-{os.getpid()}", self.cache / "console.log")
-        command = "host# " + shlex.join(self.machine.argv(private_network=private_network))
-        result = self.machine.boot(private_network=private_network, timeout=180)
+        argv = self.machine.argv(private_network=private_network, extra=extra)
+        command = "host# " + shlex.join(argv)
+        result = self.machine.boot(private_network=private_network, timeout=180, extra=extra)
         return self.report.step(name, command, Expect(0), result)
 
     def poweroff(self) -> None:
@@ -227,6 +228,24 @@ class FreshRun:
         print("\n== hycan-daemon's journal (shown, not judged)")
         print(self.machine.run(journal).output.rstrip() or "(empty)", flush=True)
 
+    def tests(self) -> None:
+        """Boot 3 (--run-tests): README's test command, as root, in the fresh root.
+
+        The suite needs the network (apt, PyPI) and CAP_NET_ADMIN for its own throwaway
+        network namespaces, so this boot shares the host's network with that capability:
+        the same exposure as CI running the suite on the host itself (the suite never
+        touches the links of the namespace it starts in). Its `fresh` session skips inside
+        a container.
+        """
+        extra = ("--capability=CAP_NET_ADMIN",)
+        if not self.boot(
+            "boot 3 (host network, CAP_NET_ADMIN)", private_network=False, extra=extra
+        ):
+            return
+        command = f"cd {CLONE} && {self.readme.test_command}"
+        self.login("README test command", "root", command, Expect(0), 5400)
+        self.poweroff()
+
     def run(self) -> None:
         """Every step; the caller cleans up."""
         if not self.prepare():
@@ -235,6 +254,9 @@ class FreshRun:
             self.report.not_run("member steps", "hycan ping ...", "the install failed")
         else:
             self.member()
+            if self.args.run_tests:
+                self.poweroff()
+                self.tests()
 
     def clean_up(self) -> None:
         """Power off, delete the root (unless --keep-root)."""
@@ -278,6 +300,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="whether the kernel can make a vcan (default: auto, from the host)",
     )
     parser.add_argument("--keep-root", action="store_true", help="do not delete the root")
+    parser.add_argument(
+        "--run-tests",
+        action="store_true",
+        help="also run README's test command (the whole suite, ~10 min) in the fresh root",
+    )
     args = parser.parse_args(argv)
     args.source, args.cache = args.source.resolve(), args.cache.resolve()
     args.vcan = vcan_on_host() if args.vcan == "auto" else args.vcan == "yes"

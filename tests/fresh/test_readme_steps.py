@@ -69,6 +69,7 @@ def test_venv(vcan):
 def test_sample_readme_is_read_in_order() -> None:
     readme = Readme.parse(SAMPLE)
     assert readme.install == "sudo deploy/install.sh    # install"
+    assert readme.test_command == "sudo scripts/run-tests.sh"
     assert [s.line for s in readme.shell_steps] == [
         "hycan create vcan0 && hycan up vcan0      # no sudo",
         "hycan --timeout 5 status vcan0",
@@ -97,8 +98,9 @@ def test_sample_readme_is_read_in_order() -> None:
     ("text", "problem"),
     [
         ("no code at all\n", "no fenced code block"),
-        ("```sh\n# only a comment\n```\n", "first fenced block has no command"),
-        ("```sh\nsudo deploy/install.sh\n```\n", 'no ```sh block under "## Use it"'),
+        ("```sh\n# only a comment\n```\n", "needs two commands"),
+        ("```sh\nsudo deploy/install.sh\n```\n", "needs two commands"),
+        ("```sh\nsudo deploy/install.sh\nsudo t.sh\n```\n", 'no ```sh block under "## Use it"'),
     ],
 )
 def test_a_readme_without_what_the_harness_follows_is_an_error(text: str, problem: str) -> None:
