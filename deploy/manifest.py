@@ -367,8 +367,25 @@ class Remover:
             return "it holds no pyvenv.cfg (not a venv)"
         return ""
 
+    def _clear_cache(self, dirfd: int, name: str, host: str) -> None:
+        """Remove the ``.pyc`` files an interpreter wrote into a ``__pycache__`` the install
+        made after it (pytest's assertion rewriting writes ``*-pytest-X.pyc``, say): derived
+        files, removed as pip's uninstall removes them. Only regular files, no symlinks."""
+        fd = os.open(name, DIR_FLAGS, dir_fd=dirfd)
+        try:
+            for entry in os.listdir(fd):
+                st = os.stat(entry, dir_fd=fd, follow_symlinks=False)
+                if entry.endswith(".pyc") and stat.S_ISREG(st.st_mode):
+                    self.show("rm", f"{host}/{entry}")
+                    if not self.dry_run:
+                        os.unlink(entry, dir_fd=fd)
+        finally:
+            os.close(fd)
+
     def _apply(self, entry: Entry, dirfd: int, name: str, host: str) -> None:
         if entry.type == "dir":
+            if name == "__pycache__":
+                self._clear_cache(dirfd, name, host)
             self.show("rmdir", host)
             if not self.dry_run:
                 try:

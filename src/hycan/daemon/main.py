@@ -8,6 +8,7 @@ trio.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import pwd
@@ -259,6 +260,22 @@ def main(argv: list[str] | None = None) -> int:
     except Exception:  # a bug: one log line with its traceback, not a raw one on stderr
         log.exception("hycan-daemon stopped by an unexpected error")
         return 1
+    finally:
+        _flush_stderr()
+
+
+def _flush_stderr() -> None:
+    """Flush what logging left in stderr's buffer. If the log cannot take it (a full disk),
+    drop it: Python would otherwise turn the daemon's exit status into 120 when its own
+    final flush fails."""
+    try:
+        sys.stderr.flush()
+    except OSError:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stderr.fileno())
+        os.close(devnull)
+        with contextlib.suppress(OSError):
+            sys.stderr.flush()
 
 
 def _serve(args: argparse.Namespace) -> int:
