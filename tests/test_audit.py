@@ -266,3 +266,15 @@ def test_lines_a_failed_write_lost_are_counted_in_the_next_good_write() -> None:
     lost, written = parse_log(stream.getvalue())
     assert (lost.text("event"), lost.text("count")) == ("lost", "2")
     assert written.fields["name"] == b"vcan2"
+
+
+def test_a_uid_is_forgotten_only_once_both_its_buckets_are_full_again() -> None:
+    now = [0.0]
+    throttle = Throttle(burst=2, rate=0.1, clock=lambda: now[0], change_burst=2, change_rate=1.0)
+    peer = PeerCredentials(pid=42, uid=1000, gid=1000, groups=())
+    assert [throttle.allow(peer) for _ in range(3)] == [True, True, False]
+    now[0] = 1.0
+    throttle.summaries()  # says the suppressed one
+    now[0] = 5.0  # the change bucket is full again (2 s), the failure bucket not (20 s)
+    throttle.summaries()
+    assert [throttle.allow(peer) for _ in range(2)] == [False, False]  # still spent

@@ -83,6 +83,7 @@ class Throttle:
     ) -> None:
         self.burst, self.rate = burst, rate
         self.change_burst, self.change_rate = change_burst, change_rate
+        self._refill = max(burst / rate, change_burst / change_rate)  # empty to full
         self._clock = clock
         self._quotas: dict[int, _Quota] = {}
 
@@ -144,8 +145,8 @@ class Throttle:
                 ]
                 quota.folded.clear()
             idle = now - max(quota.failures.stamp, quota.changes.stamp)
-            if not count and not quota.folded and idle >= self.change_burst / self.change_rate:
-                del self._quotas[uid]
+            if not count and not quota.folded and idle >= self._refill:
+                del self._quotas[uid]  # both buckets full again: a new quota is the same
         return lines
 
 
