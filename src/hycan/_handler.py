@@ -114,12 +114,16 @@ class Handler:
             return Answer(response)
         return Answer(response, link.name)
 
+    def _resolve(self, call: _Call) -> LinkRef:
+        """The link the request's name means (remembered for the audit trail)."""
+        link = call.link = self.backend.resolve(call.request.ifname)
+        return link
+
     def _target(self, call: _Call) -> LinkRef:
         """The link the request's name means, once the policy (if any) allows the op on it."""
-        request = call.request
-        link = call.link = self.backend.resolve(request.ifname)
+        link = self._resolve(call)
         if self.policy is not None:
-            refusal = self.policy.refusal(request.op, link)
+            refusal = self.policy.refusal(call.request.op, link)
             if refusal is not None:
                 raise PermissionDenied(refusal)
         return link
@@ -168,7 +172,7 @@ class Handler:
         return f"{link.name} restarted"
 
     def _delete(self, call: _Call) -> str:
-        link = call.link = self.backend.resolve(call.request.ifname)
+        link = self._resolve(call)  # whatever the policy: DELETE judges the kind itself
         if link.kind != "vcan":
             raise PermissionDenied(
                 f"refusing to delete {link.name}: it is a {link.kind or 'non-virtual'} link "

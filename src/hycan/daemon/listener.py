@@ -39,18 +39,12 @@ class BoundSocket:
             return
         try:
             st = os.lstat(self.path)
-        except FileNotFoundError:
-            return
-        except OSError as exc:  # the directories changed since start-up
-            log.warning("could not remove %s (%s): the next start replaces it", self.path, exc)
-            return
-        if (st.st_dev, st.st_ino) == self.inode:
-            try:
+            if (st.st_dev, st.st_ino) == self.inode:
                 os.unlink(self.path)
-            except FileNotFoundError:
-                pass
-            except OSError as exc:  # the directory changed since start-up (check_removable)
-                log.warning("could not remove %s (%s): the next start replaces it", self.path, exc)
+        except FileNotFoundError:
+            pass
+        except OSError as exc:  # the directories changed since the start-up probe
+            log.warning("could not remove %s (%s): the next start replaces it", self.path, exc)
 
 
 def _daemon_answers(path: str) -> bool:

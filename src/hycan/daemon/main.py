@@ -178,18 +178,18 @@ def obtain_socket(path: str, access: AccessPolicy, user: str | None) -> BoundSoc
     ``--user``, by that user (so it can remove the socket when it exits); each
     ``--allow-uid`` gets a POSIX ACL entry rather than the socket being opened to all.
     """
+    allowed = sorted(access.uids - {0, os.geteuid()})  # the --allow-uid uids
     inherited = systemd.listen_fds()
     if inherited:
         if len(inherited) > 1:
             raise StartupError(f"systemd passed {len(inherited)} sockets; hycan-daemon takes one")
         sock = inherited[0]
-        extra = sorted(access.uids - {0, os.geteuid()})
-        if extra:
+        if allowed:
             log.warning(
                 "--allow-uid %s: systemd owns the socket, so the daemon cannot give it ACL "
                 "entries; add `ExecStartPost=/usr/bin/setfacl -m u:UID:rw %s` to the socket "
                 "unit, or those uids cannot connect (see docs/deployment.md)",
-                ",".join(map(str, extra)),
+                ",".join(map(str, allowed)),
                 sock.getsockname(),
             )
         return BoundSocket(sock, str(sock.getsockname()), None)
@@ -200,7 +200,6 @@ def obtain_socket(path: str, access: AccessPolicy, user: str | None) -> BoundSoc
         except KeyError:
             raise StartupError(f"--user {user}: no such user") from None
     gid = min(access.gids) if access.gids else None
-    allowed = sorted(access.uids - {0, os.geteuid()})
     return bind_unix(path, mode=0o660, gid=gid, uid=owner, allow_uids=allowed)
 
 

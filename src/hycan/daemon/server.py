@@ -61,7 +61,9 @@ _STREAK = 8  # requests read without waiting before other clients get a turn
 _BATCH = 64  # pipelined requests answered per turn...
 _TURN = 0.001  # ...or fewer, once a turn has taken this long (seconds of kernel work)
 _DEADLINE_STEP = 1.0  # move a connection's idle deadline at most this often (seconds)
-_INTERNAL_ERROR = failure(ErrorCode.INTERNAL, "internal error in hycan-daemon (see its log)")
+_INTERNAL_ERROR = failure(
+    ErrorCode.INTERNAL, "internal error in hycan-daemon (see its log)"
+).encode()
 
 Authorizer = Callable[[PeerCredentials], str | None]
 """Returns None to admit a peer, or the reason it is refused."""
@@ -264,11 +266,11 @@ class Server:
         with trio.CancelScope(deadline=moved + idle_timeout + _DEADLINE_STEP) as scope:
             connection = _Connection(conn, scope)
             self._connections.add(connection)
-            more = False  # complete requests left in the decoder after a full batch
+            more = False  # requests may be left in the decoder after a turn's batch
             try:
                 while not self._stopping:
                     if more:
-                        # A pipelining client gets _BATCH answers per turn, then the others.
+                        # A pipelining client gets one batch per turn, then the others.
                         await trio.lowlevel.cancel_shielded_checkpoint()
                     else:
                         data = await connection.receive(decoder.max_buffer - decoder.buffered)
@@ -314,7 +316,7 @@ class Server:
                     peer.uid,
                     peer.pid,
                 )
-                replies.append(_INTERNAL_ERROR.encode())
+                replies.append(_INTERNAL_ERROR)
                 return replies, True, False
             if len(replies) == _BATCH or time.perf_counter() - started > _TURN:
                 return replies, False, True
