@@ -369,7 +369,10 @@ def test_check_units_fails_on_a_worse_unit(
     assert message in result.stderr
 
 
-@pytest.mark.skipif(shutil.which("shellcheck") is None, reason="shellcheck not installed")
+@pytest.mark.skipif(
+    shutil.which("shellcheck") is None,
+    reason="shellcheck not installed (apt-get install shellcheck; scripts/run-tests.sh does)",
+)
 def test_scripts_are_shellcheck_clean() -> None:
     result = subprocess.run(
         ["shellcheck", str(INSTALL), str(CHECK_UNITS), str(WITH_DAEMON), str(LOCK)],
