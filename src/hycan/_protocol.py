@@ -47,9 +47,11 @@ class Op(enum.IntEnum):
     # payload ops (0x40-0x7f)
     SET_MTU = 0x40  # payload: mtu u32 LE
     SET_CAN = 0x41  # payload: JSON object of CAN settings (see docs/protocol.md)
+    CREATE_LINK = 0x42  # payload: JSON object {"kind": "vcan", "lease": bool}
+    LIST = 0x43  # payload: JSON object {"after": ifindex} (or empty); name empty
 
 
-_NAMELESS_OPS: Final = frozenset({Op.PING})
+_NAMELESS_OPS: Final = frozenset({Op.PING, Op.LIST})
 _OPS: Final = {int(op): op for op in Op}  # faster than Op(code) on the hot path
 
 

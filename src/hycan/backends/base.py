@@ -27,6 +27,7 @@ class LinkRef(NamedTuple):
     ifindex: int
     name: str  # the kernel's name for it (IFLA_IFNAME), never an altname
     kind: str | None  # IFLA_INFO_KIND ("vcan", "veth", ...), None for a plain device
+    alias: str | None = None  # IFLA_IFALIAS: where hycan records a link's owner (_owner)
 
 
 class Backend(Protocol):

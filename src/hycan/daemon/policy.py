@@ -1,117 +1,82 @@
-"""Who may ask (peer credentials) and what may be done (interface policy).
+"""Every decision the daemon makes about a client, in one place.
 
-Both can be tested without sockets or a kernel; who is a member of the group comes from the
-group database (injectable, cached for a second).
+Two questions, both answered without sockets or a kernel:
+
+- **May this peer connect?** (:class:`AccessPolicy`) root, the daemon's own uid,
+  ``--allow-uid`` uids and members of ``--group``.
+- **May this peer do this to this link?** (:class:`Policy`) in this order:
+
+  1. The floor, which no rule lifts: hycan creates only vcan links and deletes only vcan
+     links.
+  2. Owners: a link hycan created belongs to the uid that created it (recorded in the
+     link's alias, :mod:`hycan._owner`). Its owner may do anything to it; root and hycan
+     admins (``--admin-group``, ``admins`` in the policy file) too; nobody else, whatever
+     the rules say.
+  3. Rules, for links nobody owns (the admin's ``can0``, a vcan made at boot) and for
+     creating links: the **last** rule that matches the peer, the verb and the link
+     decides (allow or deny); when none matches, the answer is no.
+
+  Quotas: a peer may own at most ``max_links_per_uid`` links (root: no limit), or the
+  ``max_links`` of the rule that allowed the create.
+
+Without a policy file the rules are the built-in defaults plus one rule per
+``--allow-iface`` glob (:meth:`Rules.defaults`); docs/policy.md has the file format.
 """
 
 from __future__ import annotations
 
+import enum
 import fnmatch
 import grp
 import os
-import pwd
 import re
-import time
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+from hycan._owner import owner_of
 from hycan._peercred import PeerCredentials
 from hycan._protocol import Op
 from hycan.backends.base import LinkRef
+from hycan.daemon.groups import GroupDatabase, describe_uid
 
 DEFAULT_GROUP = "hycan"
-_VERBS = {
-    Op.INTERFACE_UP: "bring up",
-    Op.INTERFACE_DOWN: "bring down",
-    Op.SET_MTU: "set the MTU of",
-    Op.SET_CAN: "set CAN bit timing of",
-    Op.CAN_RESTART: "restart",
+DEFAULT_MAX_LINKS = 32
+NO_KIND = "none"  # the kind a rule names links by whose kernel reports no kind (lo, a NIC)
+
+
+class Verb(enum.StrEnum):
+    """What a rule allows or denies (the names the policy file uses)."""
+
+    CREATE = "create"
+    UP = "up"
+    DOWN = "down"
+    DELETE = "delete"
+    SET_MTU = "set-mtu"
+    SET_CAN = "set-can"  # bitrate, sample point, CAN FD, restart-ms, ...
+    RESTART = "restart"
+
+
+ALL_VERBS = frozenset(Verb)
+VERB_OF_OP = {
+    Op.CREATE_VCAN: Verb.CREATE,
+    Op.CREATE_LINK: Verb.CREATE,
+    Op.INTERFACE_UP: Verb.UP,
+    Op.INTERFACE_DOWN: Verb.DOWN,
+    Op.DELETE: Verb.DELETE,
+    Op.SET_MTU: Verb.SET_MTU,
+    Op.SET_CAN: Verb.SET_CAN,
+    Op.CAN_RESTART: Verb.RESTART,
 }
-
-
-Account = tuple[str, int]  # a uid's user name and primary gid
-_MEMBERS_TTL = 1.0  # seconds a membership answer is reused, at most
-_MEMBERS_MAX = 4096  # uids remembered at most
-_DATABASE_FILES = ("/etc/passwd", "/etc/group")  # a change to either forgets every answer
-
-
-def _files_version() -> tuple[int, ...]:
-    stamps = []
-    for path in _DATABASE_FILES:
-        try:
-            st = os.stat(path)
-        except OSError:
-            stamps.append(-1)
-        else:
-            stamps += [st.st_mtime_ns, st.st_ino]
-    return tuple(stamps)
-
-
-def _account(uid: int) -> Account | None:
-    try:
-        entry = pwd.getpwuid(uid)
-    except KeyError:
-        return None
-    return entry.pw_name, entry.pw_gid
-
-
-def _group_members(gid: int) -> tuple[str, ...]:
-    try:
-        return tuple(grp.getgrgid(gid).gr_mem)
-    except KeyError:
-        return ()
-
-
-class GroupDatabase:
-    """Whether the group database lists a uid as a member of some gids: the account's
-    primary group, or a supplementary member.
-
-    Answers are kept at most ``_MEMBERS_TTL`` seconds, and forgotten at once when
-    /etc/passwd or /etc/group changes (one ``stat`` each per lookup), so ``usermod`` and
-    ``gpasswd -d`` apply to the next connection.
-    """
-
-    def __init__(
-        self,
-        account: Callable[[int], Account | None] = _account,
-        members: Callable[[int], tuple[str, ...]] = _group_members,
-        clock: Callable[[], float] = time.monotonic,
-        version: Callable[[], tuple[int, ...]] = _files_version,
-    ) -> None:
-        self._account, self._members, self._clock, self._version = account, members, clock, version
-        self._cache: dict[tuple[int, frozenset[int]], tuple[float, str | None]] = {}
-        self._seen: tuple[int, ...] = ()
-
-    def refusal(self, uid: int, gids: frozenset[int]) -> str | None:
-        """None if ``uid`` is listed in one of ``gids``, else why it is not."""
-        version = self._version()
-        if version != self._seen or len(self._cache) >= _MEMBERS_MAX:
-            self._cache.clear()
-            self._seen = version
-        key = (uid, gids)
-        now = self._clock()
-        cached = self._cache.get(key)
-        if cached is not None and now - cached[0] < _MEMBERS_TTL:
-            return cached[1]
-        answer = self._look_up(uid, gids)
-        self._cache[key] = (now, answer)
-        return answer
-
-    def _look_up(self, uid: int, gids: frozenset[int]) -> str | None:
-        account = self._account(uid)
-        if account is None:
-            return (
-                f"permission denied: uid {uid} has no account here (a subordinate uid of a "
-                "user namespace?); only users the group database lists as members are "
-                "admitted through the group"
-            )
-        name, primary = account
-        if primary in gids or any(name in self._members(gid) for gid in gids):
-            return None
-        return (
-            f"permission denied: {name} (uid {uid}) holds the group only from a session "
-            "that predates a change: the group database no longer lists it as a member"
-        )
+_PHRASE = {
+    Verb.CREATE: "create",
+    Verb.UP: "bring up",
+    Verb.DOWN: "bring down",
+    Verb.DELETE: "delete",
+    Verb.SET_MTU: "set the MTU of",
+    Verb.SET_CAN: "set CAN bit timing of",
+    Verb.RESTART: "restart",
+}
+CREATABLE = frozenset({"vcan"})  # the kinds of link hycan creates (and so may delete)
 
 
 @dataclass(frozen=True, slots=True)
@@ -160,34 +125,246 @@ class AccessPolicy:
 
 
 @dataclass(frozen=True, slots=True)
-class InterfacePolicy:
-    """vcan links always; other links only when their name matches an ``--allow-iface`` glob."""
+class Who:
+    """Whom a rule is for: these uids and the members of these gids; nobody named means
+    every admitted peer."""
 
-    allow_globs: tuple[str, ...] = ()
+    uids: frozenset[int] = frozenset()
+    gids: frozenset[int] = frozenset()
+
+    @property
+    def everyone(self) -> bool:
+        """Whether this names nobody in particular (so it matches every peer)."""
+        return not self.uids and not self.gids
+
+    def matches(self, peer: PeerCredentials, database: GroupDatabase) -> bool:
+        """Whether ``peer`` is one of these: a listed uid, or a member of a listed group
+        (its kernel credentials hold the group and the group database lists it)."""
+        if self.everyone or peer.uid in self.uids:
+            return True
+        held = self.gids.intersection((peer.gid, *peer.groups))
+        return bool(held) and database.refusal(peer.uid, frozenset(held)) is None
+
+    def describe(self) -> str:
+        """``everyone``, or the uids and gids (with names where they have one)."""
+        if self.everyone:
+            return "everyone"
+        parts = [describe_uid(uid) for uid in sorted(self.uids)]
+        parts += [_describe_gid(gid) for gid in sorted(self.gids)]
+        return ", ".join(parts)
+
+
+def _describe_gid(gid: int) -> str:
+    try:
+        return f"group {grp.getgrgid(gid).gr_name} (gid {gid})"
+    except KeyError:
+        return f"gid {gid}"
+
+
+ROOT_ONLY = Who(frozenset({0}), frozenset())
+
+
+@dataclass(frozen=True, slots=True)
+class Rule:
+    """One rule: ``allow`` (or deny) ``verbs`` to ``who`` on links whose own name matches
+    one of ``names`` (globs; none: any name) and whose kind is one of ``kinds`` (none: any
+    kind). ``max_links`` caps what a peer may own when this rule allows its create.
+    ``origin`` says where the rule came from, for messages and ``--check-policy``."""
+
+    allow: bool
+    verbs: frozenset[Verb]
+    who: Who = Who()
+    names: tuple[str, ...] = ()
+    kinds: frozenset[str] = frozenset()
+    max_links: int | None = None
+    origin: str = ""
     _matcher: re.Pattern[str] | None = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         # One compiled regex for all globs (fnmatchcase per glob costs microseconds a call).
-        pattern = "|".join(fnmatch.translate(glob) for glob in self.allow_globs)
+        pattern = "|".join(fnmatch.translate(glob) for glob in self.names)
         object.__setattr__(self, "_matcher", re.compile(pattern) if pattern else None)
 
-    def name_allowed(self, name: str) -> bool:
-        """Whether an admin allow-listed this name (``--allow-iface`` globs, case-sensitive)."""
-        return self._matcher is not None and self._matcher.match(name) is not None
+    def covers(self, verb: Verb, name: str, kind: str | None) -> bool:
+        """Whether this rule is about ``verb`` on a link named ``name`` of ``kind``."""
+        if verb not in self.verbs:
+            return False
+        if self.kinds and (kind or NO_KIND) not in self.kinds:
+            return False
+        return self._matcher is None or self._matcher.match(name) is not None
 
-    def refusal(self, op: Op, link: LinkRef) -> str | None:
-        """None if ``op`` (UP/DOWN/SET_*) may act on ``link``, else why not.
+    def describe(self) -> str:
+        """The rule in one line, as ``--check-policy`` prints it."""
+        verbs = ", ".join(v.value for v in Verb if v in self.verbs)
+        links = []
+        if self.kinds:
+            links.append("kind " + " or ".join(sorted(self.kinds)))
+        if self.names:
+            links.append("name " + " or ".join(self.names))
+        where = " with ".join(links) if links else "any link"
+        quota = f", at most {self.max_links} links owned" if self.max_links is not None else ""
+        effect = "allow" if self.allow else "deny"
+        return f"{effect} {self.who.describe()}: {verbs} on {where}{quota}"
 
-        Globs match the link's own name as the kernel reports it, never an altname the
-        client used for it. (DELETE of a non-vcan link is refused by the handler whatever
-        the policy.)
-        """
-        if link.kind == "vcan" or self.name_allowed(link.name):
+
+@dataclass(frozen=True, slots=True)
+class Rules:
+    """A whole policy: rules in order, hycan admins, the default per-uid link quota, and
+    where it came from (a file path, or "built-in defaults")."""
+
+    rules: tuple[Rule, ...]
+    admins: Who = ROOT_ONLY
+    max_links_per_uid: int = DEFAULT_MAX_LINKS
+    source: str = "built-in defaults"
+
+    @classmethod
+    def defaults(
+        cls,
+        allow_iface: Iterable[str] = (),
+        *,
+        admins: Who | None = None,
+        max_links_per_uid: int = DEFAULT_MAX_LINKS,
+    ) -> Rules:
+        """What hycan-daemon does without a policy file (deploy/policy/default.toml says
+        the same): every admitted peer may create vcans (they are then its own), bring
+        the vcans nobody owns up and down and set their MTU, and act on the links each
+        ``--allow-iface`` glob names (up, down, MTU, CAN settings, restart)."""
+        rules = [
+            Rule(True, frozenset({Verb.CREATE}), kinds=CREATABLE, origin="built-in default"),
+            Rule(
+                True,
+                frozenset({Verb.UP, Verb.DOWN, Verb.SET_MTU}),
+                kinds=CREATABLE,
+                origin="built-in default",
+            ),
+        ]
+        rules += [iface_rule(glob) for glob in allow_iface]
+        return cls(tuple(rules), admins or ROOT_ONLY, max_links_per_uid)
+
+    def describe(self) -> list[str]:
+        """The policy as ``hycan-daemon --check-policy`` prints it, one line each."""
+        lines = [f"policy: {self.source}", f"admins: root, {self.admins.describe()}"]
+        if self.admins == ROOT_ONLY:
+            lines[1] = "admins: root"
+        lines.append(f"max links per uid: {self.max_links_per_uid} (root: no limit)")
+        lines.append("owners: a link's owner, root and admins may do anything to it")
+        lines += [f"rule {n} ({r.origin}): {r.describe()}" for n, r in enumerate(self.rules, 1)]
+        lines.append("otherwise: deny")
+        return lines
+
+
+IFACE_VERBS = frozenset({Verb.UP, Verb.DOWN, Verb.SET_MTU, Verb.SET_CAN, Verb.RESTART})
+
+
+def iface_rule(glob: str) -> Rule:
+    """The rule one ``--allow-iface GLOB`` stands for."""
+    return Rule(True, IFACE_VERBS, names=(glob,), origin=f"--allow-iface {glob}")
+
+
+class Decision:
+    """A yes (``refusal`` None) or a no with its reason; ``rule`` is the rule that decided
+    (None when ownership or the floor did), whose ``max_links`` applies to a create."""
+
+    __slots__ = ("refusal", "rule")
+
+    def __init__(self, refusal: str | None, rule: Rule | None = None) -> None:
+        self.refusal = refusal
+        self.rule = rule
+
+
+_YES = Decision(None)
+
+
+class Policy:
+    """Answers "may ``peer`` do ``verb`` to ``link``?" from :class:`Rules` (see the module)."""
+
+    def __init__(self, rules: Rules, database: GroupDatabase | None = None) -> None:
+        self.rules = rules
+        self.database = database or GroupDatabase()
+        # Per verb, the rules about it, last first: a decision scans only those.
+        self._by_verb = {
+            verb: tuple(r for r in reversed(rules.rules) if verb in r.verbs) for verb in Verb
+        }
+
+    @classmethod
+    def unrestricted(cls, uid: int) -> Policy:
+        """For the in-process fallback, which acts with its caller's own privileges: the
+        floor still holds, everything else is allowed."""
+        everything = Rule(True, ALL_VERBS, kinds=frozenset(), origin="in-process")
+        return cls(Rules((everything,), Who(frozenset({0, uid}), frozenset()), 2**31, "in-process"))
+
+    def is_admin(self, peer: PeerCredentials) -> bool:
+        """root, or one of the policy's admins."""
+        admins = self.rules.admins
+        return peer.uid == 0 or (not admins.everyone and admins.matches(peer, self.database))
+
+    def decide(self, peer: PeerCredentials, verb: Verb, link: LinkRef) -> Decision:
+        """May ``peer`` do ``verb`` to ``link`` (for CREATE: the link it would be)?"""
+        if verb in (Verb.CREATE, Verb.DELETE) and link.kind not in CREATABLE:
+            return Decision(_floor(verb, link))
+        owner = owner_of(link.alias)
+        if owner is not None:
+            if owner.uid == peer.uid or self.is_admin(peer):
+                return _YES
+            return Decision(
+                f"refusing to {_PHRASE[verb]} {link.name}: {link.name} belongs to "
+                f"{describe_uid(owner.uid)}; only its owner and hycan admins may change it"
+            )
+        for rule in self._by_verb[verb]:
+            if rule.covers(verb, link.name, link.kind) and rule.who.matches(peer, self.database):
+                if rule.allow:
+                    return Decision(None, rule)
+                return Decision(
+                    f"refusing to {_PHRASE[verb]} {link.name}: denied by {rule.origin} "
+                    f"({self.rules.source})",
+                    rule,
+                )
+        return Decision(self._no_rule(verb, link))
+
+    def refusal(self, peer: PeerCredentials, verb: Verb, link: LinkRef) -> str | None:
+        """None if ``peer`` may do ``verb`` to ``link``, else why not."""
+        return self.decide(peer, verb, link).refusal
+
+    def allowed(self, peer: PeerCredentials, link: LinkRef) -> list[Verb]:
+        """Every verb but CREATE that ``peer`` may do to ``link`` (for LIST)."""
+        return [
+            verb
+            for verb in Verb
+            if verb is not Verb.CREATE and self.decide(peer, verb, link).refusal is None
+        ]
+
+    def max_links(self, peer: PeerCredentials, decision: Decision) -> int | None:
+        """How many links ``peer`` may own once ``decision`` allowed a create (None: no
+        limit, for root)."""
+        if peer.uid == 0:
             return None
-        what = f"{link.name} is a {link.kind or 'non-virtual'} link"
-        rule = (
-            f"allowed: vcan links and names matching {', '.join(self.allow_globs)}"
-            if self.allow_globs
-            else "allowed: vcan links only; an admin can add --allow-iface GLOB"
-        )
-        return f"refusing to {_VERBS.get(op, op.name)} {link.name}: {what} ({rule})"
+        rule = decision.rule
+        if rule is not None and rule.max_links is not None:
+            return rule.max_links
+        return self.rules.max_links_per_uid
+
+    def _no_rule(self, verb: Verb, link: LinkRef) -> str:
+        what = f"{link.name} is a {link.kind or 'non-virtual'} link nobody owns"
+        if verb is Verb.CREATE:
+            what = f"{link.name} is not a name you may create"
+        if self.rules.source == "built-in defaults":
+            globs = [g for r in self.rules.rules if r.origin.startswith("--allow") for g in r.names]
+            rule = (
+                f"allowed: your own links, vcan links nobody owns and names matching "
+                f"{', '.join(globs)}"
+                if globs
+                else "allowed: your own links and vcan links nobody owns; an admin can add "
+                "--allow-iface GLOB or a policy file"
+            )
+        else:
+            rule = f"no rule of {self.rules.source} allows it"
+        return f"refusing to {_PHRASE[verb]} {link.name}: {what} ({rule})"
+
+
+def _floor(verb: Verb, link: LinkRef) -> str:
+    if verb is Verb.CREATE:
+        return f"refusing to create {link.name}: hycan creates only vcan links"
+    return (
+        f"refusing to delete {link.name}: it is a {link.kind or 'non-virtual'} link "
+        "and hycan only deletes vcan links"
+    )
