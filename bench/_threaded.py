@@ -22,17 +22,17 @@ import sys
 import threading
 
 from bench._system import listen_unix
-from hycan._handler import Handler
+from hycan._handler import Handler, Session
 from hycan._peercred import peer_credentials
 from hycan._protocol import BadRequest, Request, RequestDecoder
 from hycan.backends.netlink import NetlinkBackend
 from hycan.daemon.audit import audit_logger
-from hycan.daemon.policy import InterfacePolicy
+from hycan.daemon.policy import Policy, Rules
 from hycan.daemon.server import Server
 
 
 def _serve(conn: socket.socket, server: Server, lock: threading.Lock) -> None:
-    peer = peer_credentials(conn)
+    session = Session(peer_credentials(conn))
     decoder = RequestDecoder()
     with conn, contextlib.suppress(OSError):
         while data := conn.recv(65536):
@@ -40,7 +40,7 @@ def _serve(conn: socket.socket, server: Server, lock: threading.Lock) -> None:
             replies = []
             with lock:  # one netlink socket and one audit buffer for all threads
                 while isinstance(event := decoder.next_event(), Request | BadRequest):
-                    replies.append(server._answer(event, peer))
+                    replies.append(server._answer(event, session))
             conn.sendall(b"".join(replies))
             with lock:
                 server.audit.flush()
@@ -53,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--allow-iface", action="append", default=[])
     args = parser.parse_args(argv)
     audit_logger.setLevel(logging.INFO)  # as the daemon's default --log-level
-    policy = InterfacePolicy(tuple(args.allow_iface))
+    policy = Policy(Rules.defaults(args.allow_iface))
     server = Server(Handler(NetlinkBackend(), policy=policy))
     lock = threading.Lock()
     listener = listen_unix(args.socket, 128)

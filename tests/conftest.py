@@ -18,6 +18,7 @@ import trio
 from hycan._handler import Handler
 from hycan.backends.memory import MemoryBackend
 from hycan.daemon.listener import bind_unix
+from hycan.daemon.policy import Policy, Rules
 from hycan.daemon.server import Server
 
 pytest_plugins = ["tests.identities"]
@@ -44,7 +45,9 @@ async def daemon(tmp_path: Path, nursery: trio.Nursery) -> AsyncIterator[InProce
     """A memory-backend daemon on a private socket, served in the test's nursery."""
     path = str(tmp_path / "hycan.sock")
     backend = MemoryBackend()
-    server = Server(Handler(backend, backend_name="memory"))
+    # As `hycan-daemon --backend memory --allow-iface '*'`: every link may be changed.
+    policy = Policy(Rules.defaults(["*"]))
+    server = Server(Handler(backend, backend_name="memory", policy=policy))
     bound = bind_unix(path)
     await nursery.start(server.serve, bound.sock)
     yield InProcessDaemon(path, backend, server)

@@ -13,11 +13,12 @@ import hycan
 from hycan import AsyncDaemonClient, AsyncNetlink
 from hycan._canconfig import CanSettings
 from hycan._handler import Handler
-from hycan._protocol import Op, Request
+from hycan._protocol import Op
 from hycan.backends.memory import MemoryBackend
-from hycan.daemon.policy import InterfacePolicy
 from hycan.errors import ErrorCode
+from tests import handling
 from tests.conftest import DaemonProcess, InProcessDaemon
+from tests.handling import iface_policy
 
 
 async def test_vcan_mtu_classic_and_fd(daemon: InProcessDaemon) -> None:
@@ -84,8 +85,7 @@ def test_invalid_settings_are_refused_before_sending(
 
 
 def handle(handler: Handler, op: Op, name: str, payload: bytes) -> tuple[bool, int, str]:
-    response = handler.handle(Request(op, name.encode(), payload))
-    return response.success, response.code, response.message
+    return handling.handle(handler, op, name, payload)
 
 
 @pytest.mark.parametrize(
@@ -110,7 +110,7 @@ def test_policy_covers_can_ops() -> None:
     backend = MemoryBackend()
     backend.plug_can_adapter("can0")
     backend.plug_can_adapter("other0")
-    handler = Handler(backend, policy=InterfacePolicy(("can*",)))
+    handler = Handler(backend, policy=iface_policy("can*"))
     payload = CanSettings(bitrate=500000).to_payload()
     assert handle(handler, Op.SET_CAN, "can0", payload)[0]
     ok, code, text = handle(handler, Op.SET_CAN, "other0", payload)

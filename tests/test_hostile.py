@@ -25,7 +25,7 @@ from hypothesis import strategies as st
 
 import hycan
 from hycan import AsyncDaemonClient, DaemonClient
-from hycan._handler import Handler
+from hycan._handler import Answer, Handler, Session
 from hycan._protocol import Op, Request, Response, ResponseDecoder, encode_request
 from hycan.backends.memory import MemoryBackend
 from hycan.daemon import server as server_module
@@ -111,10 +111,10 @@ def test_deeply_nested_set_can_payload_is_an_invalid_argument_not_an_internal_er
 class _Faulty(Handler):
     """A handler with a bug: any request for the link ``boom`` raises."""
 
-    def answer(self, request: Request) -> tuple[Response, str | None]:
+    def answer(self, request: Request, session: Session) -> Answer:
         if request.name == b"boom":
             raise RuntimeError("injected fault")
-        return super().answer(request)
+        return super().answer(request, session)
 
 
 @pytest.fixture
@@ -181,10 +181,10 @@ async def test_a_fault_while_admitting_a_client_does_not_stop_the_server(
 class _Slow(Handler):
     """Link changes that take the kernel 3 ms each (a slow USB CAN adapter, say)."""
 
-    def answer(self, request: Request) -> tuple[Response, str | None]:
+    def answer(self, request: Request, session: Session) -> Answer:
         if request.name == b"slow":
             time.sleep(0.003)  # stands for the kernel's time, not synchronisation
-        return super().answer(request)
+        return super().answer(request, session)
 
 
 async def test_a_pipeline_of_slow_changes_does_not_hold_up_another_client(

@@ -8,11 +8,13 @@ import pytest
 
 from hycan._handler import Handler
 from hycan._peercred import PeerCredentials
-from hycan._protocol import Op, Request
+from hycan._protocol import Op
 from hycan.backends.base import LinkRef
 from hycan.backends.memory import MemoryBackend
-from hycan.daemon.policy import AccessPolicy, GroupDatabase, InterfacePolicy
+from hycan.daemon.groups import GroupDatabase
+from hycan.daemon.policy import AccessPolicy, Policy, Verb
 from hycan.errors import ErrorCode
+from tests.handling import ALICE, answer, handle, iface_policy
 
 # uid 2000 ("ann", primary group 4000) is listed in group 500; uid 2001 has no account.
 ACCOUNTS = {2000: ("ann", 4000)}
@@ -85,7 +87,7 @@ def status(name: str, kind: str | None) -> LinkRef:
     ],
 )
 def test_interface_policy(globs: tuple[str, ...], link: LinkRef, allowed: bool) -> None:
-    refusal = InterfacePolicy(globs).refusal(Op.INTERFACE_UP, link)
+    refusal = iface_policy(*globs).refusal(ALICE, Verb.UP, link)
     assert (refusal is None) is allowed
     if refusal:
         assert link.name in refusal and "allowed:" in refusal
@@ -105,17 +107,13 @@ def test_interface_policy(globs: tuple[str, ...], link: LinkRef, allowed: bool) 
     ],
 )
 def test_name_allowed_by_globs(globs: tuple[str, ...], name: str, allowed: bool) -> None:
-    assert InterfacePolicy(globs).name_allowed(name) is allowed
-
-
-def handle(handler: Handler, op: Op, name: str) -> tuple[bool, int, str]:
-    response = handler.handle(Request(op, name.encode()))
-    return response.success, response.code, response.message
+    link = LinkRef(9, name, "veth")
+    assert (iface_policy(*globs).refusal(ALICE, Verb.UP, link) is None) is allowed
 
 
 def test_handler_applies_policy_and_leaves_links_untouched() -> None:
     backend = MemoryBackend()
-    handler = Handler(backend, policy=InterfacePolicy(("eth*",)))
+    handler = Handler(backend, policy=iface_policy(*("eth*",)))
     assert handle(handler, Op.CREATE_VCAN, "vcan0")[0]
     assert handle(handler, Op.INTERFACE_UP, "vcan0")[0]
     assert handle(handler, Op.INTERFACE_DOWN, "eth0")[0]  # allow-listed
@@ -137,22 +135,23 @@ def test_policy_judges_the_link_an_altname_names_not_the_altname() -> None:
     backend.add_altname("wire0", "veth-okalt")  # ...but given a name that matches the glob
     backend.add_link("veth-ok1", "veth")  # allow-listed...
     backend.add_altname("veth-ok1", "other0")  # ...and called by a name that does not match
-    handler = Handler(backend, policy=InterfacePolicy(("veth-ok*",)))
+    handler = Handler(backend, policy=iface_policy(*("veth-ok*",)))
     for op, payload in ((Op.INTERFACE_UP, b""), (Op.SET_MTU, (1400).to_bytes(4, "little"))):
-        refused = handler.answer(Request(op, b"veth-okalt", payload))
+        refused = answer(handler, op, "veth-okalt", payload)
         assert refused.response.code == ErrorCode.PERMISSION_DENIED
         assert "wire0 is a veth link" in refused.response.message
         assert refused.link == "wire0"  # the audit line names the link acted on
     assert (backend.status("wire0").up, backend.status("wire0").mtu) == (False, 1500)
-    allowed = handler.answer(Request(Op.INTERFACE_UP, b"other0"))
+    allowed = answer(handler, Op.INTERFACE_UP, "other0")
     assert allowed == (allowed.response._replace(success=True), "veth-ok1")
     assert allowed.response.message == "veth-ok1 is up"
     assert backend.status("veth-ok1").up
     # DELETE, whatever name it is given, judges the link itself (a veth: never deleted)
-    assert handler.answer(Request(Op.DELETE, b"veth-okalt")).response.code == 10
+    assert answer(handler, Op.DELETE, "veth-okalt").response.code == 10
 
 
-def test_handler_without_policy_toggles_any_link() -> None:
+def test_in_process_policy_toggles_any_link() -> None:
     backend = MemoryBackend()
-    assert handle(Handler(backend), Op.INTERFACE_DOWN, "lo")[0]
+    handler = Handler(backend, policy=Policy.unrestricted(ALICE.uid))
+    assert handle(handler, Op.INTERFACE_DOWN, "lo")[0]
     assert backend.status("lo").up is False

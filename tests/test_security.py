@@ -97,8 +97,8 @@ def test_outsider_is_refused_and_nothing_changes(
 @pytest.mark.parametrize(
     ("op", "link", "rule"),
     [
-        ("up", "lo", "allowed: vcan links and names matching veth0"),
-        ("down", "veth1", "allowed: vcan links and names matching veth0"),
+        ("up", "lo", "vcan links nobody owns and names matching veth0"),
+        ("down", "veth1", "vcan links nobody owns and names matching veth0"),
         ("delete", "veth0", "only deletes vcan links"),
     ],
 )

@@ -11,15 +11,21 @@ import errno
 import json
 import struct
 from collections.abc import Callable
-from typing import NamedTuple, Protocol
+from typing import Any, NamedTuple
 
 from hycan import __version__
 from hycan._advice import vcan_missing
 from hycan._canconfig import CanSettings
+from hycan._owner import Owner, holder_alive, owner_of, this_process
+from hycan._peercred import PeerCredentials
 from hycan._protocol import PROTOCOL_VERSION, Op, Request, Response, failure, ok
+from hycan._status import COMPACT as _COMPACT
 from hycan.backends.base import Backend, LinkRef
+from hycan.daemon.groups import describe_uid, user_name
+from hycan.daemon.policy import VERB_OF_OP, Policy, Rules, Verb
 from hycan.errors import (
     AlreadyExists,
+    DaemonBusy,
     ErrorCode,
     HycanError,
     InterfaceNotFound,
@@ -41,16 +47,12 @@ _FAILURE = {
     Op.SET_MTU: ("setting the MTU of", ErrorCode.RTNL_LINK_ADD),
     Op.SET_CAN: ("setting CAN bit timing of", ErrorCode.RTNL_LINK_ADD),
     Op.CAN_RESTART: ("restarting", ErrorCode.RTNL_LINK_ADD),
+    Op.CREATE_LINK: ("creating", ErrorCode.RTNL_LINK_ADD),
+    Op.LIST: ("listing links", ErrorCode.INTERNAL),
 }
 _CAN_OPS = (Op.SET_CAN, Op.CAN_RESTART)
+_LIST_PAGE = 60_000  # bytes of LIST entries per reply (a reply holds at most 65535)
 _MTU = struct.Struct("<I")
-
-
-class LinkPolicy(Protocol):
-    """Decides whether UP/DOWN/SET_*/RESTART may act on a link (the daemon's rules)."""
-
-    def refusal(self, op: Op, link: LinkRef) -> str | None:
-        """None to allow ``op`` on ``link`` (as the kernel knows it), else the reason."""
 
 
 class Answer(NamedTuple):
@@ -61,13 +63,25 @@ class Answer(NamedTuple):
     link: str | None = None
 
 
+class Session:
+    """One client connection as the handler sees it: who asks (the peer's credentials
+    from the kernel) and the links it leases (ifindex -> link), which go when it ends."""
+
+    __slots__ = ("leases", "peer")
+
+    def __init__(self, peer: PeerCredentials) -> None:
+        self.peer = peer
+        self.leases: dict[int, LinkRef] = {}
+
+
 class _Call:
     """One request being performed; remembers the link its name resolved to."""
 
-    __slots__ = ("link", "request")
+    __slots__ = ("link", "request", "session")
 
-    def __init__(self, request: Request) -> None:
+    def __init__(self, request: Request, session: Session) -> None:
         self.request = request
+        self.session = session
         self.link: LinkRef | None = None
 
 
@@ -75,33 +89,36 @@ _OpFunction = Callable[["Handler", _Call], str]
 
 
 class Handler:
-    """Executes requests against a backend; ``handle()`` never raises for bad requests.
+    """Executes requests against a backend; ``answer()`` never raises for bad requests.
 
-    Each op is one function (the table ``_OPS``). Ops that change a link resolve the name
-    into the link the kernel means first (an altname included) and, with a ``policy`` (the
-    daemon), ask it once about that link; the change is then made by index, so it lands on
-    the link that was judged. Without a policy (the in-process fallback, which acts with the
-    caller's own privileges) any link may be changed. DELETE only ever removes vcan links,
-    whatever the policy.
+    Each op is one function (the table ``_OPS``). Ops that act on a link resolve the name
+    into the link the kernel means first (an altname included: index, own name, kind and
+    owner), ask the :class:`~hycan.daemon.policy.Policy` once about that link, and then
+    act on it by index, so the change lands on the link that was judged. Every decision is
+    the policy's; the handler records owners (:mod:`hycan._owner`), counts them for the
+    quota and keeps each session's leases.
     """
 
     def __init__(
-        self, backend: Backend, *, backend_name: str = "netlink", policy: LinkPolicy | None = None
+        self,
+        backend: Backend,
+        *,
+        policy: Policy | None = None,
+        backend_name: str = "netlink",
+        lease_holder: str | None = None,
     ) -> None:
         self.backend = backend
         self.backend_name = backend_name
-        self.policy = policy
+        self.policy = policy or Policy(Rules.defaults())  # the daemon's, without flags
+        self.lease_holder = lease_holder or this_process()
+        self._owned: dict[int, int] | None = None  # ifindex -> owner uid, once counted
         self._ping = json.dumps(
             {"protocol": PROTOCOL_VERSION, "version": __version__, "backend": backend_name}
         )
 
-    def handle(self, request: Request) -> Response:
-        """Perform ``request`` and return its response (errors become failure responses)."""
-        return self.answer(request).response
-
-    def answer(self, request: Request) -> Answer:
-        """Perform ``request``: its response, and which link it acted on."""
-        call = _Call(request)
+    def answer(self, request: Request, session: Session) -> Answer:
+        """Perform ``request`` for ``session``: its response, and which link it acted on."""
+        call = _Call(request, session)
         try:
             response = ok(_OPS[request.op](self, call))
         except HycanError as exc:
@@ -114,36 +131,142 @@ class Handler:
             return Answer(response)
         return Answer(response, link.name)
 
+    def release(self, session: Session) -> list[tuple[str, str | None]]:
+        """Delete every link ``session`` leases (its connection ended): (name, None) for
+        each one deleted or already gone, (name, reason) for one the kernel kept."""
+        done: list[tuple[str, str | None]] = []
+        leases, session.leases = session.leases, {}
+        for link in leases.values():
+            done.append((link.name, self._delete_quietly(link)))
+        return done
+
+    def release_orphans(self) -> list[tuple[str, str | None]]:
+        """Delete the leased links whose holder (an earlier hycan-daemon process) is gone:
+        (name, None) for each one deleted, (name, reason) for one the kernel kept."""
+        done: list[tuple[str, str | None]] = []
+        for status in self.backend.links():
+            owner = owner_of(status.alias)
+            if owner is None or owner.lease is None or owner.lease == self.lease_holder:
+                continue
+            if holder_alive(owner.lease) or status.ifindex is None:
+                continue
+            link = LinkRef(status.ifindex, status.name, status.kind, status.alias)
+            done.append((status.name, self._delete_quietly(link)))
+        return done
+
+    def _delete_quietly(self, link: LinkRef) -> str | None:
+        try:
+            self.backend.delete_link(link)
+        except OSError as exc:
+            if exc.errno != errno.ENODEV:
+                return exc.strerror or str(exc)
+        self._forget(link.ifindex)
+        return None
+
     def _resolve(self, call: _Call) -> LinkRef:
         """The link the request's name means (remembered for the audit trail)."""
         link = call.link = self.backend.resolve(call.request.ifname)
         return link
 
     def _target(self, call: _Call) -> LinkRef:
-        """The link the request's name means, once the policy (if any) allows the op on it."""
+        """The link the request's name means, once the policy allows the op on it."""
         link = self._resolve(call)
-        if self.policy is not None:
-            refusal = self.policy.refusal(call.request.op, link)
-            if refusal is not None:
-                raise PermissionDenied(refusal)
+        refusal = self.policy.refusal(call.session.peer, VERB_OF_OP[call.request.op], link)
+        if refusal is not None:
+            raise PermissionDenied(refusal)
         return link
 
     def _ping_op(self, call: _Call) -> str:
         return self._ping
 
     def _create_vcan(self, call: _Call) -> str:
+        return self._create(call, "vcan", lease=False)
+
+    def _create_link(self, call: _Call) -> str:
+        kind, lease = _create_options(call.request.payload)
+        return self._create(call, kind, lease=lease)
+
+    def _create(self, call: _Call, kind: str, *, lease: bool) -> str:
         name = call.request.ifname
+        peer = call.session.peer
+        decision = self.policy.decide(peer, Verb.CREATE, LinkRef(0, name, kind))
+        if decision.refusal is not None:
+            raise PermissionDenied(decision.refusal)
+        quota = self.policy.max_links(peer, decision)
+        if quota is not None:
+            self._check_quota(peer.uid, quota, name)
         try:
-            self.backend.add_link(name, "vcan")
+            self.backend.add_link(name, kind)
         except FileExistsError:
-            kind = self.backend.status(name).kind
-            if kind == "vcan":
-                return f"{name} already exists (vcan)"
-            raise AlreadyExists(
-                f"{name} already exists and is a {kind or 'non-virtual'} link, not a vcan; "
-                "pick another name"
-            ) from None
+            return self._exists(call, kind, lease=lease)
+        owner = Owner(peer.uid, self.lease_holder if lease else None)
+        link = self._record(name, owner)
+        call.link = link
+        if lease:
+            call.session.leases[link.ifindex] = link
+            return f"{name} created (leased: deleted when this connection closes)"
         return f"{name} created"
+
+    def _record(self, name: str, owner: Owner) -> LinkRef:
+        """Write ``owner`` into the new link ``name``; a link whose owner cannot be recorded
+        is deleted again (it would belong to nobody)."""
+        alias = owner.alias()
+        link = self.backend.resolve(name)
+        try:
+            self.backend.set_alias(link, alias)
+        except BaseException:
+            self._delete_quietly(link)
+            raise
+        if self._owned is not None:
+            self._owned[link.ifindex] = owner.uid
+        return link._replace(alias=alias)
+
+    def _exists(self, call: _Call, kind: str, *, lease: bool) -> str:
+        name = call.request.ifname
+        link = self._resolve(call)
+        if link.kind != kind:
+            raise AlreadyExists(
+                f"{name} already exists and is a {link.kind or 'non-virtual'} link, not a "
+                f"{kind}; pick another name"
+            )
+        owner = owner_of(link.alias)
+        if lease:
+            if link.ifindex in call.session.leases:
+                return f"{name} already exists ({kind}, leased by this connection)"
+            raise AlreadyExists(
+                f"{name} already exists: a leased link must be new (it would be deleted "
+                "when this connection closes); pick another name"
+            )
+        if owner is None or owner.uid == call.session.peer.uid:
+            return f"{name} already exists ({kind})"
+        return f"{name} already exists ({kind}, owned by {describe_uid(owner.uid)})"
+
+    def _check_quota(self, uid: int, quota: int, name: str) -> None:
+        """Refuse a create that would give ``uid`` more than ``quota`` links. Links are
+        counted once from the kernel and then kept by this handler; a count at the limit is
+        taken again from the kernel (links may have been deleted behind its back)."""
+        owned = self._owned
+        if owned is None or _count(owned, uid) >= quota:
+            owned = self._owned = self._count_owners()
+        have = _count(owned, uid)
+        if have >= quota:
+            raise DaemonBusy(
+                f"refusing to create {name}: {describe_uid(uid)} already owns {have} links "
+                f"and may own at most {quota} (the daemon's link quota: --max-links-per-uid "
+                "or the policy's max_links); delete some first (`hycan list` shows them)"
+            )
+
+    def _count_owners(self) -> dict[int, int]:
+        owned: dict[int, int] = {}
+        for status in self.backend.links():
+            owner = owner_of(status.alias)
+            if owner is not None and status.ifindex is not None:
+                owned[status.ifindex] = owner.uid
+        return owned
+
+    def _forget(self, ifindex: int) -> None:
+        if self._owned is not None:
+            self._owned.pop(ifindex, None)
 
     def _up_down(self, call: _Call) -> str:
         link = self._target(call)
@@ -172,22 +295,107 @@ class Handler:
         return f"{link.name} restarted"
 
     def _delete(self, call: _Call) -> str:
-        link = self._resolve(call)  # whatever the policy: DELETE judges the kind itself
-        if link.kind != "vcan":
-            raise PermissionDenied(
-                f"refusing to delete {link.name}: it is a {link.kind or 'non-virtual'} link "
-                "and hycan only deletes vcan links"
-            )
+        link = self._target(call)
         self.backend.delete_link(link)
+        self._forget(link.ifindex)
+        call.session.leases.pop(link.ifindex, None)
         return f"{link.name} deleted"
 
     def _status(self, call: _Call) -> str:
-        return self.backend.status(call.request.ifname).to_json()
+        status = self.backend.status(call.request.ifname)
+        owner = owner_of(status.alias)
+        if owner is not None:
+            status = status._replace(owner=owner.uid, lease=owner.lease is not None)
+        elif status.exists:
+            status = status._replace(lease=False)
+        return status.to_json()
+
+    def _list(self, call: _Call) -> str:
+        after = _list_after(call.request.payload)
+        peer = call.session.peer
+        admin = self.policy.is_admin(peer)
+        entries: list[str] = []
+        size = last = 0
+        more = False
+        for status in sorted(self.backend.links(), key=lambda s: s.ifindex or 0):
+            index = status.ifindex or 0
+            if index <= after:
+                continue
+            link = LinkRef(index, status.name, status.kind, status.alias)
+            may = self.policy.allowed(peer, link)
+            owner = owner_of(status.alias)
+            if not (may or admin):
+                continue
+            entry = _COMPACT.encode(
+                {
+                    "name": status.name,
+                    "index": index,
+                    "kind": status.kind,
+                    "up": status.up,
+                    "owner": owner.uid if owner else None,
+                    "owner_name": user_name(owner.uid) if owner else None,
+                    "lease": owner is not None and owner.lease is not None,
+                    "may": [verb.value for verb in may],
+                }
+            )
+            if size + len(entry) > _LIST_PAGE:
+                more = True
+                break
+            entries.append(entry)
+            size += len(entry) + 1
+            last = index
+        following = str(last) if more else "null"
+        return f'{{"links":[{",".join(entries)}],"next":{following}}}'
+
+
+def _count(owned: dict[int, int], uid: int) -> int:
+    return sum(1 for owner in owned.values() if owner == uid)
+
+
+def _json_payload(payload: bytes, op: str) -> dict[str, Any]:
+    """A payload that must be a JSON object (empty: ``{}``)."""
+    if not payload:
+        return {}
+    try:
+        data = json.loads(payload)
+    except (ValueError, RecursionError):
+        raise InvalidArgument(f"invalid {op} payload: not a JSON object") from None
+    if type(data) is not dict:
+        raise InvalidArgument(f"invalid {op} payload: not a JSON object")
+    return data
+
+
+def _create_options(payload: bytes) -> tuple[str, bool]:
+    """CREATE_LINK's ``{"kind": "vcan", "lease": bool}``: (kind, lease)."""
+    data = _json_payload(payload, "CREATE_LINK")
+    unknown = sorted(set(data) - {"kind", "lease"})
+    if unknown:
+        raise InvalidArgument(
+            f"invalid CREATE_LINK payload: unknown key {json.dumps(unknown[0])[:40]} "
+            "(known: kind, lease)"
+        )
+    kind = data.get("kind", "vcan")
+    lease = data.get("lease", False)
+    if type(kind) is not str or type(lease) is not bool:
+        raise InvalidArgument(
+            'invalid CREATE_LINK payload: "kind" must be a string and "lease" true or false'
+        )
+    return kind, lease
+
+
+def _list_after(payload: bytes) -> int:
+    """LIST's ``{"after": ifindex}`` (0 when absent): where the page starts."""
+    data = _json_payload(payload, "LIST")
+    after = data.get("after", 0)
+    if set(data) - {"after"} or type(after) is not int or not 0 <= after <= 0x7FFFFFFF:
+        raise InvalidArgument('invalid LIST payload: expected {"after": IFINDEX} or nothing')
+    return after
 
 
 _OPS: dict[Op, _OpFunction] = {
     Op.PING: Handler._ping_op,
     Op.CREATE_VCAN: Handler._create_vcan,
+    Op.CREATE_LINK: Handler._create_link,
     Op.INTERFACE_UP: Handler._up_down,
     Op.INTERFACE_DOWN: Handler._up_down,
     Op.SET_MTU: Handler._set_mtu,
@@ -195,6 +403,7 @@ _OPS: dict[Op, _OpFunction] = {
     Op.CAN_RESTART: Handler._restart,
     Op.DELETE: Handler._delete,
     Op.STATUS: Handler._status,
+    Op.LIST: Handler._list,
 }
 
 
@@ -211,7 +420,7 @@ def kernel_error(op: Op, name: str, exc: OSError) -> HycanError:
             f"permission denied by the kernel for {name}: the daemon needs CAP_NET_ADMIN "
             "in this network namespace"
         )
-    if code == errno.EOPNOTSUPP and op is Op.CREATE_VCAN:
+    if code == errno.EOPNOTSUPP and op in (Op.CREATE_VCAN, Op.CREATE_LINK):
         return NotSupported(vcan_missing())
     if code == errno.EOPNOTSUPP and op in _CAN_OPS:
         return NotSupported(

@@ -8,7 +8,7 @@ from typing import Any, NamedTuple
 
 from hycan.errors import ProtocolError
 
-_COMPACT = json.JSONEncoder(separators=(",", ":"))  # json.dumps(separators=) builds one a call
+COMPACT = json.JSONEncoder(separators=(",", ":"))  # json.dumps(separators=) builds one a call
 _DECODE = json.JSONDecoder().decode  # json.loads() checks its arguments on every call
 
 
@@ -23,6 +23,9 @@ class LinkStatus(NamedTuple):
     mtu: int | None = None
     ifindex: int | None = None
     can: dict[str, Any] | None = None  # kind "can" only: bitrate, fd, state, ...
+    alias: str | None = None  # IFLA_IFALIAS, where hycan records the owner
+    owner: int | None = None  # the uid that created it through hycan; None: nobody
+    lease: bool | None = None  # whether it goes when its creator's connection closes
 
     def to_dict(self) -> dict[str, Any]:
         """The fields under their wire names (as in the STATUS JSON)."""
@@ -32,7 +35,7 @@ class LinkStatus(NamedTuple):
 
     def to_json(self) -> str:
         """Compact JSON, the STATUS success message."""
-        return _COMPACT.encode(self.to_dict())
+        return COMPACT.encode(self.to_dict())
 
     @classmethod
     def from_json(cls, text: str) -> LinkStatus:
@@ -49,6 +52,9 @@ class LinkStatus(NamedTuple):
             data.get("mtu"),
             data.get("index"),
             data.get("can"),
+            data.get("alias"),
+            data.get("owner"),
+            data.get("lease"),
         )
 
 
@@ -63,6 +69,9 @@ _STATUS_FIELDS: _FieldSpec = {
     "mtu": (int, False),
     "index": (int, False),
     "can": (dict, False),
+    "alias": (str, False),
+    "owner": (int, False),
+    "lease": (bool, False),
 }
 _PING_FIELDS: _FieldSpec = {"protocol": (int, True), "version": (str, True), "backend": (str, True)}
 _TYPE_NAMES = {str: "a string", bool: "true or false", int: "an integer", dict: "an object"}

@@ -10,7 +10,7 @@ from hycan._trust import permission_refused
 from hycan.errors import DaemonUnavailable, HycanError, ProtocolError, Timeout
 
 if TYPE_CHECKING:
-    from hycan._handler import Handler
+    from hycan._handler import Handler, Session
 
 NO_FALLBACK_ENV = "HYCAN_NO_FALLBACK"
 RECV_SIZE = 65536
@@ -67,17 +67,27 @@ def local_handler() -> Handler | None:
     if not has_cap_net_admin():
         return None
     from hycan.backends.netlink import NetlinkBackend
+    from hycan.daemon.policy import Policy
 
-    return Handler(NetlinkBackend(), backend_name="in-process netlink")
+    policy = Policy.unrestricted(os.geteuid())
+    return Handler(NetlinkBackend(), backend_name="in-process netlink", policy=policy)
 
 
-def handle_locally(handler: Handler, frame: bytes) -> Response:
+def local_session() -> Session:
+    """The in-process fallback's session: this process's own credentials."""
+    from hycan._handler import Session
+    from hycan._peercred import PeerCredentials
+
+    return Session(PeerCredentials(os.getpid(), os.geteuid(), os.getegid(), tuple(os.getgroups())))
+
+
+def handle_locally(handler: Handler, session: Session, frame: bytes) -> Response:
     """Run one encoded request through ``handler`` exactly as the daemon would."""
     decoder = RequestDecoder()
     decoder.receive_data(frame)
     event = decoder.next_event()
     if isinstance(event, Request):
-        return handler.handle(event)
+        return handler.answer(event, session).response
     if isinstance(event, BadRequest):
         return failure(event.code, event.message)
     raise AssertionError("a client frame is always complete")

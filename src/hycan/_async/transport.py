@@ -14,6 +14,7 @@ from hycan._transport_common import (
     connection_lost,
     extra_reply,
     handle_locally,
+    local_session,
     timed_out,
     unavailable,
 )
@@ -135,14 +136,18 @@ class AsyncLocalTransport:
 
     def __init__(self, handler: Handler) -> None:
         self._handler = handler
+        self._session = local_session()  # its leases end with this transport
 
     async def connect(self, deadline: float) -> None:
         """Nothing to connect."""
 
     async def roundtrip(self, frame: bytes, deadline: float) -> Response:
         """Handle one request frame in-process (netlink answers in microseconds)."""
-        return handle_locally(self._handler, frame)
+        return handle_locally(self._handler, self._session, frame)
 
     async def aclose(self) -> None:
-        """Release the netlink socket."""
-        self._handler.backend.close()
+        """Delete the links leased in-process and release the netlink socket."""
+        try:
+            self._handler.release(self._session)
+        finally:
+            self._handler.backend.close()

@@ -15,6 +15,7 @@ from hycan._transport_common import (
     connection_lost,
     extra_reply,
     handle_locally,
+    local_session,
     timed_out,
     unavailable,
 )
@@ -189,14 +190,18 @@ class LocalTransport:
 
     def __init__(self, handler: Handler) -> None:
         self._handler = handler
+        self._session = local_session()  # its leases end with this transport
 
     def connect(self, deadline: float) -> None:
         """Nothing to connect."""
 
     def roundtrip(self, frame: bytes, deadline: float) -> Response:
         """Handle one request frame in-process."""
-        return handle_locally(self._handler, frame)
+        return handle_locally(self._handler, self._session, frame)
 
     def close(self) -> None:
-        """Release the netlink socket."""
-        self._handler.backend.close()
+        """Delete the links leased in-process and release the netlink socket."""
+        try:
+            self._handler.release(self._session)
+        finally:
+            self._handler.backend.close()

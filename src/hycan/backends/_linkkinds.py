@@ -1,14 +1,14 @@
 """Links by name, cached and kept current by the kernel's link notifications.
 
 The daemon resolves every name a client gives into the link the kernel would act on (its
-index, own name and kind) before the policy judges it. Which link a name refers to
-changes: links are created, deleted, renamed and moved between namespaces. The kernel
-announces every one of those changes on the RTNLGRP_LINK multicast group, queued to each
-listener before the system call that made the change returns. So this cache reads every
-pending notification before each lookup (one non-blocking ``recv`` when nothing
-happened) and forgets whatever a notification may have changed: an answer from the cache
-is as fresh as asking the kernel with RTM_GETLINK. If notifications were lost (ENOBUFS:
-the socket's buffer overflowed) it forgets everything.
+index, own name, kind and alias, which records its owner) before the policy judges it.
+Which link a name refers to changes: links are created, deleted, renamed and moved
+between namespaces. The kernel announces every one of those changes on the RTNLGRP_LINK
+multicast group, queued to each listener before the system call that made the change
+returns. So this cache reads every pending notification before each lookup (one
+non-blocking ``recv`` when nothing happened) and forgets whatever a notification may have
+changed: an answer from the cache is as fresh as asking the kernel with RTM_GETLINK. If
+notifications were lost (ENOBUFS: the socket's buffer overflowed) it forgets everything.
 
 Altnames: a name is cached only when it is the link's own name. An altname is always
 asked of the kernel, since the kernel does not announce altnames added to or removed from a
@@ -28,6 +28,7 @@ from pyroute2.netlink.rtnl import RTM_DELLINK, RTM_NEWLINK
 
 from hycan.backends._linkmsg import (
     IFINFOMSG,
+    IFLA_IFALIAS,
     IFLA_IFNAME,
     IFLA_PROP_LIST,
     NLMSG_HEADER,
@@ -38,7 +39,7 @@ from hycan.backends.base import LinkRef
 
 RTMGRP_LINK = 1  # the RTNLGRP_LINK group's bit in sockaddr_nl.nl_groups
 _HEADERS = NLMSG_HEADER.size + IFINFOMSG.size
-_WANTED = frozenset({IFLA_IFNAME, IFLA_PROP_LIST})
+_WANTED = frozenset({IFLA_IFNAME, IFLA_PROP_LIST, IFLA_IFALIAS})
 _RECV_SIZE = 65536
 _RCVBUF = 1 << 20  # room for bursts of notifications between two lookups
 _MAX_NAMES = 1024  # names are client-chosen: bound what is remembered
@@ -123,15 +124,18 @@ class LinkKinds:
                 _, _, index, _, _ = IFINFOMSG.unpack_from(data, offset + NLMSG_HEADER.size)
                 found = attributes(data, offset + _HEADERS, end, _WANTED)
                 name = string(data, found[IFLA_IFNAME]) if IFLA_IFNAME in found else None
+                alias = string(data, found[IFLA_IFALIAS]) if IFLA_IFALIAS in found else None
                 if IFLA_PROP_LIST in found:
                     self._missing.clear()  # a link with altnames: any of them may be new
-                self._changed(msg_type, index, name)
+                self._changed(msg_type, index, name, alias or None)
             offset += (length + 3) & ~3
 
-    def _changed(self, msg_type: int, index: int, name: str | None) -> None:
+    def _changed(self, msg_type: int, index: int, name: str | None, alias: str | None) -> None:
         known = self._names.get(index)
         if msg_type == RTM_NEWLINK and known is not None and known == name:
-            return  # the same link under the same name: its state changed, not its kind
+            cached = self._links.get(known)
+            if cached is not None and cached.alias == alias:
+                return  # the same link, name and owner: its state changed, not its kind
         if known is not None:
             del self._names[index]
             self._links.pop(known, None)

@@ -37,8 +37,9 @@ IFLA_MTU = nla_type(ifinfmsg.nla_map, "IFLA_MTU")
 IFLA_OPERSTATE = nla_type(ifinfmsg.nla_map, "IFLA_OPERSTATE")
 IFLA_LINKINFO = nla_type(ifinfmsg.nla_map, "IFLA_LINKINFO")
 IFLA_PROP_LIST = nla_type(ifinfmsg.nla_map, "IFLA_PROP_LIST")
+IFLA_IFALIAS = nla_type(ifinfmsg.nla_map, "IFLA_IFALIAS")
 IFLA_INFO_KIND = nla_type(ifinfmsg.ifinfo.nla_map, "IFLA_INFO_KIND")
-_LINK_ATTRS = frozenset({IFLA_IFNAME, IFLA_MTU, IFLA_OPERSTATE, IFLA_LINKINFO})
+_LINK_ATTRS = frozenset({IFLA_IFNAME, IFLA_MTU, IFLA_OPERSTATE, IFLA_LINKINFO, IFLA_IFALIAS})
 _LINKINFO_ATTRS = frozenset({IFLA_INFO_KIND})
 
 
@@ -87,6 +88,7 @@ def parse_link(name: str, data: bytes) -> LinkStatus:
     mtu = None
     if (mtu_span := attrs.get(IFLA_MTU)) is not None and mtu_span[1] - mtu_span[0] >= 4:
         (mtu,) = U32.unpack_from(data, mtu_span[0])
+    alias = string(data, span) if (span := attrs.get(IFLA_IFALIAS)) is not None else None
     can = None
     if kind == "can":  # rare and rich: let pyroute2 decode the CAN attributes
         msg = ifinfmsg(data[:end])
@@ -101,4 +103,5 @@ def parse_link(name: str, data: bytes) -> LinkStatus:
         mtu=mtu,
         ifindex=index,
         can=can,
+        alias=alias or None,
     )

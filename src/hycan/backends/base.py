@@ -39,6 +39,12 @@ class Backend(Protocol):
     def resolve(self, name: str) -> LinkRef:
         """The link the kernel means by ``name`` (its name or an altname); ENODEV if none."""
 
+    def set_alias(self, link: LinkRef, alias: str) -> None:
+        """Set the link's alias (IFLA_IFALIAS; ENODEV if it is gone)."""
+
+    def links(self) -> list[LinkStatus]:
+        """Every link of the namespace."""
+
     def set_up(self, link: LinkRef, up: bool) -> None:
         """Set or clear IFF_UP (ENODEV if it is gone)."""
 

@@ -23,6 +23,7 @@ class _Link:
     mtu: int
     up: bool = False
     can: dict[str, Any] | None = None
+    alias: str | None = None
 
 
 def _default_can() -> dict[str, Any]:
@@ -77,7 +78,15 @@ class MemoryBackend:
         """The link ``name`` (or an altname) means; ENODEV if none."""
         own = self._altnames.get(name, name)
         link = self._get(own)
-        return LinkRef(link.index, own, link.kind)
+        return LinkRef(link.index, own, link.kind, link.alias)
+
+    def set_alias(self, link: LinkRef, alias: str) -> None:
+        """Set the alias, as ``ip link set NAME alias TEXT`` (an empty one clears it)."""
+        self._at(link)[1].alias = alias or None
+
+    def links(self) -> list[LinkStatus]:
+        """Every link, in index order."""
+        return [self.status(name) for _, name in sorted(self._by_index.items())]
 
     def set_up(self, link: LinkRef, up: bool) -> None:
         """Set the administrative state; ENODEV if gone."""
@@ -155,6 +164,7 @@ class MemoryBackend:
             mtu=link.mtu,
             ifindex=link.index,
             can=dict(link.can) if link.can is not None else None,
+            alias=link.alias,
         )
 
     def close(self) -> None:

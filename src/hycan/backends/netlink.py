@@ -39,6 +39,7 @@ from typing import Any
 from pyroute2.netlink import (
     NLM_F_ACK,
     NLM_F_CREATE,
+    NLM_F_DUMP,
     NLM_F_EXCL,
     NLM_F_REQUEST,
     NLMSG_DONE,
@@ -91,12 +92,41 @@ class NetlinkBackend:
             status = self.status(name)
             link = None
             if status.exists and status.ifindex is not None:
-                link = LinkRef(status.ifindex, status.name, status.kind)
+                link = LinkRef(status.ifindex, status.name, status.kind, status.alias)
             self._kinds.remember(name, link)
             known = link or False
         if known is False:
             raise OSError(errno.ENODEV, os.strerror(errno.ENODEV), name)
         return known
+
+    def set_alias(self, link: LinkRef, alias: str) -> None:
+        """RTM_NEWLINK with IFLA_IFALIAS (the kernel takes no alias in the create itself)."""
+        self._request(RTM_NEWLINK, 0, link, attrs=[("IFLA_IFALIAS", alias)])
+
+    def links(self) -> list[LinkStatus]:
+        """Every link of the namespace (an RTM_GETLINK dump, statistics skipped)."""
+        frame = bytearray(
+            self._build(RTM_GETLINK, NLM_F_DUMP, "", ext_mask=RTEXT_FILTER_SKIP_STATS, ack=False)
+        )
+        self._seq = self._seq % 0x7FFFFFFF + 1
+        seq = self._seq
+        U32.pack_into(frame, _SEQ_OFFSET, seq)
+        found: list[LinkStatus] = []
+        try:
+            self._sock.send(frame)
+            while True:
+                data = self._recv()
+                for msg_type, message in _messages(data, seq):
+                    if msg_type == NLMSG_DONE:
+                        return found
+                    if msg_type == NLMSG_ERROR:
+                        (code,) = _NLMSG_ERRNO.unpack_from(message, NLMSG_HEADER.size)
+                        raise OSError(-code, os.strerror(-code))
+                    if msg_type == RTM_NEWLINK:
+                        found.append(parse_link("", message))
+        except OSError:
+            self._reopen()  # a dump cut short leaves messages behind: start clean
+            raise
 
     def set_up(self, link: LinkRef, up: bool) -> None:
         """RTM_NEWLINK changing only IFF_UP."""
@@ -162,7 +192,7 @@ class NetlinkBackend:
             msg["flags"] = flags
         if change is not None:
             msg["change"] = change
-        nlas: list[Any] = [] if index else [("IFLA_IFNAME", target)]
+        nlas: list[Any] = [] if index or not target else [("IFLA_IFNAME", target)]
         nlas += attrs or []
         if kind is not None:
             nlas.append(("IFLA_LINKINFO", {"attrs": [("IFLA_INFO_KIND", kind)]}))
@@ -244,3 +274,17 @@ class NetlinkBackend:
             self._sock.close()
         finally:
             self._sock, self._poll = self._open()
+
+
+def _messages(data: bytes, seq: int) -> list[tuple[int, bytes]]:
+    """(type, message bytes) of the netlink messages in ``data`` answering ``seq``."""
+    found = []
+    offset = 0
+    while offset + NLMSG_HEADER.size <= len(data):
+        length, msg_type, _flags, msg_seq, _port = NLMSG_HEADER.unpack_from(data, offset)
+        if length < NLMSG_HEADER.size:
+            raise OSError(errno.EPROTO, "malformed netlink message from the kernel")
+        if msg_seq == seq:
+            found.append((msg_type, data[offset : offset + length]))
+        offset += (length + 3) & ~3
+    return found

@@ -262,6 +262,22 @@ class AuditLog:
         )
         self.flush()
 
+    def lease_ended(self, peer: PeerCredentials | None, name: str, problem: str | None) -> None:
+        """Record a leased link deleted because its connection ended (``peer``), or at
+        start-up because the daemon that held it is gone (``peer`` None); ``problem``:
+        why the kernel kept it. Written at the next :meth:`flush`."""
+        if not audit_logger.isEnabledFor(logging.INFO):
+            return
+        who = {} if peer is None else {"uid": peer.uid, "gid": peer.gid, "pid": peer.pid}
+        holder = "connection closed" if peer is not None else "holder gone"
+        result = (
+            {"result": "deleted"} if problem is None else {"result": "kept", "message": problem}
+        )
+        self._lines.append(
+            ("INFO " if problem is None else "WARNING ")
+            + fields(event="lease-end", **who, name=name, cause=holder, **result)
+        )
+
     def tick(self, *, final: bool = False) -> None:
         """Write the summaries that are due (all of them with ``final``, at shutdown)."""
         if self.throttle is not None and audit_logger.isEnabledFor(logging.WARNING):

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import grp
 import logging
 import os
 import pwd
 import signal
 import sys
+from collections.abc import Callable
 
 import trio
 
@@ -22,14 +24,22 @@ from hycan._caps import read_cap_state
 from hycan._handler import Handler
 from hycan._paths import MANUAL_SOCKET
 from hycan.backends.base import Backend
-from hycan.daemon import systemd
+from hycan.daemon import policyfile, systemd
 from hycan.daemon.listener import BoundSocket, StartupError, bind_unix
 from hycan.daemon.logfmt import LineFormatter
-from hycan.daemon.policy import DEFAULT_GROUP, AccessPolicy, InterfacePolicy
+from hycan.daemon.policy import (
+    DEFAULT_GROUP,
+    DEFAULT_MAX_LINKS,
+    AccessPolicy,
+    Policy,
+    Rules,
+    Who,
+)
 from hycan.daemon.privileges import PrivilegeError, drop_privileges, unlink_problem
 from hycan.daemon.server import Limits, Server
 
 log = logging.getLogger("hycan.daemon")
+DEFAULT_POLICY = "/etc/hycan/policy.toml"
 
 
 def uid_argument(text: str) -> int:
@@ -87,8 +97,37 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         action="append",
         default=[],
         metavar="GLOB",
-        help="besides vcan links, allow up/down of links whose name matches GLOB "
-        "(repeatable, e.g. 'can*')",
+        help="let every admitted peer bring up/down, set the MTU and CAN settings of and "
+        "restart the links whose name matches GLOB (repeatable, e.g. 'can*'); shorthand "
+        "for a policy rule, placed before the policy file's rules",
+    )
+    parser.add_argument(
+        "--policy",
+        metavar="FILE",
+        help=f"the policy file (default {DEFAULT_POLICY} when it exists, else the built-in "
+        "defaults; '' for the built-in defaults); SIGHUP reloads it",
+    )
+    parser.add_argument(
+        "--check-policy",
+        metavar="FILE",
+        help="validate FILE, print its rules as the daemon understands them, and exit "
+        "(status 0 if valid, 1 if not)",
+    )
+    parser.add_argument(
+        "--admin-group",
+        action="append",
+        default=[],
+        metavar="GROUP",
+        help="members of GROUP may change any link the policy covers, whoever owns it "
+        "(repeatable; root always may)",
+    )
+    parser.add_argument(
+        "--max-links-per-uid",
+        type=int,
+        default=DEFAULT_MAX_LINKS,
+        metavar="N",
+        help="links one uid may own at once (root is exempt; default "
+        f"{DEFAULT_MAX_LINKS}; a policy file's max_links_per_uid wins)",
     )
     parser.add_argument(
         "--user",
@@ -149,7 +188,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if args.max_buffer < defaults.max_buffer:
         parser.error(f"--max-buffer must be at least {defaults.max_buffer} (one full frame)")
     limits = (args.max_clients, args.max_clients_per_uid, args.idle_timeout, args.request_timeout)
-    if min(limits) <= 0 or args.grace < 0:
+    if min(limits) <= 0 or args.grace < 0 or args.max_links_per_uid < 0:
         parser.error("limits must be positive")
     if args.socket_path and args.socket_opt and args.socket_path != args.socket_opt:
         parser.error("give the socket path once (positional or --socket)")
@@ -220,9 +259,54 @@ def restrict_privileges(args: argparse.Namespace, bound: BoundSocket) -> None:
     log.info("privileges: %s (%s)", report, state.describe())
 
 
-async def run(server: Server, bound: BoundSocket, backend_name: str) -> None:
-    """Serve until SIGINT/SIGTERM, then stop cleanly."""
-    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+def load_rules(args: argparse.Namespace) -> Rules:
+    """The rules the command line asks for: the policy file (``--policy``, else
+    /etc/hycan/policy.toml when it exists) or the built-in defaults, with the flags that
+    are shorthand for rules. Raises :class:`policyfile.PolicyFileError`."""
+    path = args.policy
+    if path is None and os.path.exists(DEFAULT_POLICY):
+        path = DEFAULT_POLICY
+    if path:
+        return policyfile.load(
+            path,
+            allow_iface=args.allow_iface,
+            admin_groups=args.admin_group,
+            max_links_per_uid=args.max_links_per_uid,
+        )
+    admins = admin_who(args.admin_group)
+    return Rules.defaults(args.allow_iface, admins=admins, max_links_per_uid=args.max_links_per_uid)
+
+
+def admin_who(groups: list[str]) -> Who:
+    """root and the members of the ``--admin-group`` groups (which must exist)."""
+    gids = set()
+    for group in groups:
+        try:
+            gids.add(grp.getgrnam(group).gr_gid)
+        except KeyError:
+            raise policyfile.PolicyFileError(
+                "--admin-group", 0, 0, f"no such group: {group}"
+            ) from None
+    return Who(frozenset({0}), frozenset(gids))
+
+
+def reload_policy(handler: Handler, args: argparse.Namespace) -> None:
+    """SIGHUP: read the policy again and swap it in at once (the next request of every
+    connection is judged by it); a broken file keeps the old policy and says why."""
+    try:
+        rules = load_rules(args)
+    except policyfile.PolicyFileError as exc:
+        log.error("policy not reloaded, the old one stays in force: %s", exc)
+        return
+    handler.policy = Policy(rules, handler.policy.database)
+    log.info("policy reloaded from %s: %d rules", rules.source, len(rules.rules))
+
+
+async def run(
+    server: Server, bound: BoundSocket, backend_name: str, reload: Callable[[], None]
+) -> None:
+    """Serve until SIGINT/SIGTERM (SIGHUP: ``reload``), then stop cleanly."""
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, signal.SIGHUP) as signals:
         async with trio.open_nursery() as nursery:
             await nursery.start(server.serve, bound.sock)
             print(
@@ -232,6 +316,11 @@ async def run(server: Server, bound: BoundSocket, backend_name: str) -> None:
             )
             systemd.notify("READY=1")
             async for signum in signals:
+                if signum == signal.SIGHUP:
+                    systemd.notify("RELOADING=1")
+                    reload()
+                    systemd.notify("READY=1")
+                    continue
                 log.info("received %s, shutting down", signal.Signals(signum).name)
                 systemd.notify("STOPPING=1")
                 server.shutdown()  # serve() returns once clients are done (bounded by grace)
@@ -279,6 +368,19 @@ def _flush_stderr() -> None:
 
 def _serve(args: argparse.Namespace) -> int:
     """Bind, restrict, serve until a signal; the exit status."""
+    if args.check_policy is not None:
+        return policyfile.check(
+            args.check_policy,
+            allow_iface=args.allow_iface,
+            admin_groups=args.admin_group,
+            max_links_per_uid=args.max_links_per_uid,
+        )
+    try:
+        rules = load_rules(args)
+    except policyfile.PolicyFileError as exc:
+        print(f"hycan-daemon: refusing to serve: {exc}", file=sys.stderr)
+        return 1
+    log.info("policy: %s (%d rules)", rules.source, len(rules.rules))
     access = AccessPolicy.build(allow_uids=args.allow_uid, group=args.group or None)
     if args.group and not access.gids:
         log.warning("group %r does not exist: only root and listed uids are admitted", args.group)
@@ -290,8 +392,14 @@ def _serve(args: argparse.Namespace) -> int:
     try:
         backend = make_backend(args.backend, args.request_timeout)
         restrict_privileges(args, bound)
-        links = InterfacePolicy(tuple(args.allow_iface))
-        requests = Handler(backend, backend_name=args.backend, policy=links)
+        requests = Handler(backend, backend_name=args.backend, policy=Policy(rules))
+        for name, problem in requests.release_orphans():
+            if problem is None:
+                log.info("deleted %s: leased by a hycan-daemon that is gone", name)
+            else:
+                log.warning(
+                    "could not delete %s, leased by a hycan-daemon that is gone: %s", name, problem
+                )
         limits = Limits(
             max_clients=args.max_clients,
             max_clients_per_uid=args.max_clients_per_uid,
@@ -299,7 +407,8 @@ def _serve(args: argparse.Namespace) -> int:
             max_buffer=args.max_buffer,
             grace=args.grace,
         )
-        trio.run(run, Server(requests, access.authorize, limits), bound, args.backend)
+        server = Server(requests, access.authorize, limits)
+        trio.run(run, server, bound, args.backend, lambda: reload_policy(requests, args))
         # Shut down already: a second SIGTERM must not turn exit 0 into death by signal.
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         signal.signal(signal.SIGINT, signal.SIG_IGN)

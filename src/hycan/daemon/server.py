@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import errno
 import logging
+import math
 import socket
 import time
 from collections.abc import Callable
@@ -35,7 +36,7 @@ from dataclasses import dataclass
 
 import trio
 
-from hycan._handler import Handler
+from hycan._handler import Handler, Session
 from hycan._peercred import PeerCredentials, peer_credentials
 from hycan._protocol import (
     DEFAULT_MAX_BUFFER,
@@ -56,7 +57,7 @@ log = logging.getLogger("hycan.daemon")
 # accept() failures that mean "out of resources for now", not "the listener is broken"
 # (as in trio's serve_listeners): wait and retry instead of dying.
 _ACCEPT_CAPACITY_ERRORS = {errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS}
-_READ_ONLY_OPS = frozenset({Op.PING, Op.STATUS})  # audited at DEBUG when they succeed
+_READ_ONLY_OPS = frozenset({Op.PING, Op.STATUS, Op.LIST})  # audited at DEBUG when they succeed
 _STREAK = 8  # requests read without waiting before other clients get a turn
 _BATCH = 64  # pipelined requests answered per turn...
 _TURN = 0.001  # ...or fewer, once a turn has taken this long (seconds of kernel work)
@@ -237,9 +238,10 @@ class Server:
         return None
 
     async def _serve_client(self, conn: socket.socket, peer: PeerCredentials) -> None:
+        session = Session(peer)
         try:
             with conn:
-                await self._converse(conn, peer)
+                await self._converse(conn, session)
         except OSError:
             pass  # the client went away (reset, broken pipe); closing is all there is to do
         except Exception:
@@ -247,6 +249,10 @@ class Server:
                 "unexpected error serving uid %d pid %d: closed its connection", peer.uid, peer.pid
             )
         finally:
+            # However the connection ended (EOF, reset, idle timeout, shutdown, a bug), its
+            # leases end with it: synchronous, so no cancellation can cut this short.
+            if session.leases:
+                self._end_leases(session)
             self.clients -= 1
             left = self._per_uid[peer.uid] - 1
             if left:
@@ -255,13 +261,23 @@ class Server:
                 del self._per_uid[peer.uid]
             self.audit.flush()
 
-    async def _converse(self, conn: socket.socket, peer: PeerCredentials) -> None:
+    def _end_leases(self, session: Session) -> None:
+        try:
+            for name, problem in self.handler.release(session):
+                self.audit.lease_ended(session.peer, name, problem)
+        except Exception:
+            log.exception("unexpected error deleting the leased links of uid %d", session.peer.uid)
+
+    async def _converse(self, conn: socket.socket, session: Session) -> None:
+        peer = session.peer
         decoder = RequestDecoder(self.limits.max_buffer)
         idle_timeout = self.limits.idle_timeout
         # The deadline is moved only when a complete request was answered (at most once a
         # _DEADLINE_STEP, hence the extra step): a connection that completes no request for
         # idle_timeout (idle, dripping a partial frame, or not reading its replies) is closed
-        # within idle_timeout + _DEADLINE_STEP.
+        # within idle_timeout + _DEADLINE_STEP. A connection holding leases may wait for
+        # its next request as long as it likes (closing it would delete its links), but
+        # not take longer than idle_timeout to read a reply.
         moved = trio.current_time()
         with trio.CancelScope(deadline=moved + idle_timeout + _DEADLINE_STEP) as scope:
             connection = _Connection(conn, scope)
@@ -277,11 +293,15 @@ class Server:
                         if not data:
                             return
                         decoder.receive_data(data)
-                    replies, fault, more = self._answer_batch(decoder, peer)
+                    replies, fault, more = self._answer_batch(decoder, session)
                     if replies:
+                        if session.leases:
+                            scope.deadline = trio.current_time() + idle_timeout
                         await send_all(conn, b"".join(replies))
                         now = trio.current_time()
-                        if now - moved >= _DEADLINE_STEP:
+                        if session.leases:
+                            scope.deadline = math.inf
+                        elif now - moved >= _DEADLINE_STEP or scope.deadline == math.inf:
                             scope.deadline = now + idle_timeout + _DEADLINE_STEP
                             moved = now
                     self.audit.flush()
@@ -299,7 +319,7 @@ class Server:
             )
 
     def _answer_batch(
-        self, decoder: RequestDecoder, peer: PeerCredentials
+        self, decoder: RequestDecoder, session: Session
     ) -> tuple[list[bytes], bool, bool]:
         """The encoded replies of one turn: at most ``_BATCH``, and no more once the turn took
         ``_TURN`` (a pipeline of slow link changes must not hold up other clients). Also
@@ -309,12 +329,12 @@ class Server:
         started = time.perf_counter()
         while isinstance(event := decoder.next_event(), Request | BadRequest):
             try:
-                replies.append(self._answer(event, peer))
+                replies.append(self._answer(event, session))
             except Exception:
                 log.exception(
                     "internal error answering uid %d pid %d: closing its connection",
-                    peer.uid,
-                    peer.pid,
+                    session.peer.uid,
+                    session.peer.pid,
                 )
                 replies.append(_INTERNAL_ERROR)
                 return replies, True, False
@@ -322,12 +342,13 @@ class Server:
                 return replies, False, True
         return replies, False, False
 
-    def _answer(self, event: Request | BadRequest, peer: PeerCredentials) -> bytes:
+    def _answer(self, event: Request | BadRequest, session: Session) -> bytes:
         audit = self.audit
+        peer = session.peer
         if isinstance(event, BadRequest):
             audit.request(peer, event.op_label, event.name, code=event.code, message=event.message)
             return failure(event.code, event.message).encode()
-        response, link = self.handler.answer(event)
+        response, link = self.handler.answer(event, session)
         ok = response.success
         audit.request(
             peer,
