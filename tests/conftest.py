@@ -55,8 +55,10 @@ async def daemon(tmp_path: Path, nursery: trio.Nursery) -> AsyncIterator[InProce
 
 
 def daemon_command(*args: str) -> list[str]:
-    """The daemon as a subprocess of this interpreter."""
-    return [sys.executable, "-m", "hycan.daemon.main", *args]
+    """The daemon as a subprocess of this interpreter; with the built-in policy unless the
+    test names one (a host's /etc/hycan/policy.toml must not change what tests see)."""
+    policy = () if any(a.startswith("--policy") for a in args) else ("--policy=",)
+    return [sys.executable, "-m", "hycan.daemon.main", *policy, *args]
 
 
 class DaemonProcess:

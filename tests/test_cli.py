@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from tests.conftest import DaemonProcess
@@ -68,3 +70,72 @@ def test_no_daemon_exits_three(tmp_path: Path) -> None:
     assert "no hycan daemon answered" in result.stderr
     data = json.loads(hycan("--json", "--socket", str(tmp_path / "none.sock"), "up", "x").stdout)
     assert data["ok"] is False and data["error"] == "DaemonUnavailable"
+
+
+def test_list_shows_owner_and_lease(daemon_process: DaemonProcess) -> None:
+    sock = ("--socket", daemon_process.path)
+    assert hycan(*sock, "create", "mine0").returncode == 0
+    listed = hycan(*sock, "--json", "list")
+    assert listed.returncode == 0, listed.stderr
+    result = json.loads(listed.stdout)
+    links = {entry["name"]: entry for entry in result["links"]}
+    assert result["ok"] and links["mine0"]["owner"] == os.geteuid()
+    assert links["mine0"]["lease"] is False and "delete" in links["mine0"]["may"]
+    assert set(links["mine0"]) == {
+        "name", "index", "kind", "up", "owner", "owner_name", "lease", "may"
+    }  # fmt: skip
+    table = hycan(*sock, "list").stdout.splitlines()
+    assert table[0].split() == ["NAME", "KIND", "STATE", "OWNER", "LEASE", "YOU", "MAY"]
+    assert any(line.split()[:5] == ["mine0", "vcan", "down", "root", "no"] for line in table)
+
+
+def test_lease_runs_the_command_with_its_vcans_and_removes_them(
+    daemon_process: DaemonProcess,
+) -> None:
+    sock = ("--socket", daemon_process.path)
+    script = (
+        "import json, os, subprocess, sys\n"
+        "names = os.environ['HYCAN_VCANS'].split()\n"
+        "out = subprocess.run([sys.executable, '-m', 'hycan.cli', '--socket', sys.argv[1],\n"
+        "    '--json', 'list'], capture_output=True, text=True).stdout\n"
+        "links = {e['name']: e for e in json.loads(out)['links']}\n"
+        "print(json.dumps([links[n] for n in names]))\n"
+        "sys.exit(7)\n"
+    )
+    command = [*sock, "lease", "--vcan", "bus0", "--vcan", "bus1", "--classic", "--"]
+    ran = hycan(*command, sys.executable, "-c", script, daemon_process.path)
+    assert ran.returncode == 7, ran.stderr  # the command's own exit status
+    seen = json.loads(ran.stdout)
+    assert [(e["name"], e["up"], e["lease"]) for e in seen] == [
+        ("bus0", True, True),
+        ("bus1", True, True),
+    ]
+    status = json.loads(hycan(*sock, "--json", "status", "bus0").stdout)
+    assert status["exists"] is False
+    assert hycan(*sock, "lease", "--", "/no/such/command").returncode == 127
+    assert hycan(*sock, "lease").returncode == 2  # no command: a usage error
+
+
+def test_lease_vcans_go_when_hycan_itself_is_killed(daemon_process: DaemonProcess) -> None:
+    sock = ("--socket", daemon_process.path)
+    script = "import os, sys; print(os.environ['HYCAN_VCAN'], flush=True); sys.stdin.read()"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "hycan.cli", *sock, "lease", "--", sys.executable, "-c", script],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        name = proc.stdout.readline().strip()  # the command runs: its vcan exists
+        assert name.startswith("hyc")
+        assert json.loads(hycan(*sock, "--json", "status", name).stdout)["exists"]
+        proc.kill()  # SIGKILL hycan; its command is left waiting on stdin
+        proc.wait(timeout=10)
+        deadline = time.monotonic() + 5
+        while json.loads(hycan(*sock, "--json", "status", name).stdout)["exists"]:
+            assert time.monotonic() < deadline, "the leased vcan outlived its connection"
+    finally:
+        proc.kill()
+        assert proc.stdin is not None
+        proc.stdin.close()

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
-from hycan._status import LinkStatus
+from hycan._status import LinkEntry, LinkStatus
 from hycan._sync.client import DaemonClient, Netlink
 from hycan.errors import (
     AlreadyExists,
@@ -30,6 +30,7 @@ from hycan.errors import (
     InterfaceNotFound,
     InvalidArgument,
     InvalidName,
+    LeaseLost,
     LinkBusy,
     NotSupported,
     OperationFailed,
@@ -53,7 +54,9 @@ __all__ = [
     "InterfaceNotFound",
     "InvalidArgument",
     "InvalidName",
+    "LeaseLost",
     "LinkBusy",
+    "LinkEntry",
     "LinkStatus",
     "Netlink",
     "NotSupported",

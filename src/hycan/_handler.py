@@ -21,7 +21,6 @@ from hycan._peercred import PeerCredentials
 from hycan._protocol import PROTOCOL_VERSION, Op, Request, Response, failure, ok
 from hycan._status import COMPACT as _COMPACT
 from hycan.backends.base import Backend, LinkRef
-from hycan.daemon.groups import describe_uid, user_name
 from hycan.daemon.policy import VERB_OF_OP, Policy, Rules, Verb
 from hycan.errors import (
     AlreadyExists,
@@ -193,8 +192,15 @@ class Handler:
         if decision.refusal is not None:
             raise PermissionDenied(decision.refusal)
         quota = self.policy.max_links(peer, decision)
-        if quota is not None:
-            self._check_quota(peer.uid, quota, name)
+        if quota is not None and (have := self._owned_by(peer.uid, quota)) >= quota:
+            if self.backend.status(name).exists:  # asking for an existing one is no new link
+                return self._exists(call, kind, lease=lease)
+            raise DaemonBusy(
+                f"refusing to create {name}: {self.policy.database.describe(peer.uid)} "
+                f"already owns {have} links and may own at most {quota} (the daemon's link "
+                "quota: --max-links-per-uid or the policy's max_links); delete some first "
+                "(`hycan list` shows them)"
+            )
         try:
             self.backend.add_link(name, kind)
         except FileExistsError:
@@ -239,22 +245,18 @@ class Handler:
             )
         if owner is None or owner.uid == call.session.peer.uid:
             return f"{name} already exists ({kind})"
-        return f"{name} already exists ({kind}, owned by {describe_uid(owner.uid)})"
+        return (
+            f"{name} already exists ({kind}, owned by {self.policy.database.describe(owner.uid)})"
+        )
 
-    def _check_quota(self, uid: int, quota: int, name: str) -> None:
-        """Refuse a create that would give ``uid`` more than ``quota`` links. Links are
-        counted once from the kernel and then kept by this handler; a count at the limit is
-        taken again from the kernel (links may have been deleted behind its back)."""
+    def _owned_by(self, uid: int, quota: int) -> int:
+        """How many links ``uid`` owns. Counted once from the kernel, then kept by this
+        handler; a count at the quota is taken again from the kernel (links may have been
+        deleted behind the daemon's back)."""
         owned = self._owned
         if owned is None or _count(owned, uid) >= quota:
             owned = self._owned = self._count_owners()
-        have = _count(owned, uid)
-        if have >= quota:
-            raise DaemonBusy(
-                f"refusing to create {name}: {describe_uid(uid)} already owns {have} links "
-                f"and may own at most {quota} (the daemon's link quota: --max-links-per-uid "
-                "or the policy's max_links); delete some first (`hycan list` shows them)"
-            )
+        return _count(owned, uid)
 
     def _count_owners(self) -> dict[int, int]:
         owned: dict[int, int] = {}
@@ -333,7 +335,7 @@ class Handler:
                     "kind": status.kind,
                     "up": status.up,
                     "owner": owner.uid if owner else None,
-                    "owner_name": user_name(owner.uid) if owner else None,
+                    "owner_name": self.policy.database.name_of(owner.uid) if owner else None,
                     "lease": owner is not None and owner.lease is not None,
                     "may": [verb.value for verb in may],
                 }

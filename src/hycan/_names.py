@@ -75,3 +75,13 @@ def encode_name(name: str | bytes) -> bytes:
     if problem is not None:
         raise InvalidName(problem)
     return raw
+
+
+NAME_PREFIX = "hyc"
+
+
+def new_vcan_name() -> str:
+    """A random vcan name, ``hyc`` + 8 hex digits (11 bytes; the kernel allows 15)."""
+    import secrets
+
+    return NAME_PREFIX + secrets.token_hex(4)

@@ -74,7 +74,74 @@ _STATUS_FIELDS: _FieldSpec = {
     "lease": (bool, False),
 }
 _PING_FIELDS: _FieldSpec = {"protocol": (int, True), "version": (str, True), "backend": (str, True)}
-_TYPE_NAMES = {str: "a string", bool: "true or false", int: "an integer", dict: "an object"}
+_TYPE_NAMES = {
+    str: "a string",
+    bool: "true or false",
+    int: "an integer",
+    dict: "an object",
+    list: "an array",
+}
+
+
+class LinkEntry(NamedTuple):
+    """One link of a LIST reply: what ``hycan list`` shows."""
+
+    name: str
+    ifindex: int  # JSON key "index"
+    kind: str | None
+    up: bool
+    owner: int | None  # uid, None when nobody owns it
+    owner_name: str | None  # that uid's account name, if it has one
+    lease: bool
+    may: tuple[str, ...]  # what the caller may do to it: "up", "down", "delete", ...
+
+    def to_dict(self) -> dict[str, Any]:
+        """The entry under its wire names (as in the LIST JSON)."""
+        data = self._asdict()
+        data["index"] = data.pop("ifindex")
+        data["may"] = list(self.may)
+        return data
+
+
+_ENTRY_FIELDS: _FieldSpec = {
+    "name": (str, True),
+    "index": (int, True),
+    "kind": (str, False),
+    "up": (bool, True),
+    "owner": (int, False),
+    "owner_name": (str, False),
+    "lease": (bool, True),
+    "may": (list, True),
+}
+
+
+def parse_list(text: str) -> tuple[list[LinkEntry], int | None]:
+    """Parse a LIST message: its entries and where the next page starts (None: last)."""
+    data = _json_object("LIST", text)
+    links, following = data.get("links"), data.get("next")
+    if type(links) is not list or not (following is None or type(following) is int):
+        raise _malformed("LIST", 'expected {"links": [...], "next": int or null}')
+    entries = []
+    for item in links:
+        if type(item) is not dict:
+            raise _malformed("LIST", "an entry is not an object")
+        _check_fields("LIST", item, _ENTRY_FIELDS)
+        may = item["may"]
+        if not all(type(verb) is str for verb in may):
+            raise _malformed("LIST", "'may' holds something other than strings")
+        entries.append(
+            LinkEntry(
+                item["name"],
+                item["index"],
+                item.get("kind"),
+                item["up"],
+                item.get("owner"),
+                item.get("owner_name"),
+                item["lease"],
+                tuple(may),
+            )
+        )
+    return entries, following
 
 
 def ping_info(text: str) -> dict[str, Any]:

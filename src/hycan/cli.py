@@ -1,7 +1,9 @@
 """``hycan``: the command-line client.
 
 Exit status: 0 success, 1 the daemon (or the kernel) refused, the operation failed or the
-reply was malformed, 2 usage error, 3 no daemon answered in time.
+reply was malformed, 2 usage error, 3 no daemon answered in time. ``hycan lease`` exits
+with its command's status instead (128 + N when a signal N ended it, 127 when it cannot be
+started).
 """
 
 from __future__ import annotations
@@ -11,7 +13,8 @@ import json
 import sys
 from typing import Any, TextIO
 
-from hycan._status import LinkStatus
+from hycan._lease import lease_and_run
+from hycan._status import LinkEntry, LinkStatus
 from hycan._sync.client import DaemonClient
 from hycan.errors import DaemonUnavailable, HycanError, Timeout
 
@@ -62,6 +65,25 @@ def build_parser() -> argparse.ArgumentParser:
         "name", help="interface name"
     )
     commands.add_parser("ping", help="check that the daemon answers; show its version")
+    commands.add_parser(
+        "list", help="the links you may act on: kind, state, owner, lease, what you may do"
+    )
+    lease = commands.add_parser(
+        "lease",
+        help="create vcans (up) for the time CMD runs, then delete them",
+        description="Create the vcans (leased, up; CAN FD MTU unless --classic), run CMD "
+        "with $HYCAN_VCANS naming them, and delete them when CMD exits. The daemon deletes "
+        "them too if hycan itself is killed. Exit status: CMD's.",
+    )
+    lease.add_argument(
+        "--vcan",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="a vcan to create (repeatable; default: one with a random name)",
+    )
+    lease.add_argument("--classic", action="store_true", help="MTU 16: classic CAN frames only")
+    lease.add_argument("cmd", nargs=argparse.REMAINDER, metavar="-- CMD [ARGS...]")
     return parser
 
 
@@ -93,10 +115,35 @@ def describe(status: LinkStatus) -> str:
     )
 
 
+def describe_entries(entries: list[LinkEntry]) -> str:
+    """The table ``hycan list`` prints."""
+    rows = [("NAME", "KIND", "STATE", "OWNER", "LEASE", "YOU MAY")]
+    for e in entries:
+        owner = "-" if e.owner is None else (e.owner_name or str(e.owner))
+        state = "up" if e.up else "down"
+        rows.append(
+            (
+                e.name,
+                e.kind or "-",
+                state,
+                owner,
+                "yes" if e.lease else "no",
+                ",".join(e.may) or "-",
+            )
+        )
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
+    return "\n".join(
+        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=False))
+        + "  "
+        + row[-1]
+        for row in rows
+    )
+
+
 def run(args: argparse.Namespace) -> tuple[int, dict[str, Any], str]:
     """Perform the command; return (exit status, JSON object, human text)."""
     result: dict[str, Any] = {"command": args.command}
-    if args.command != "ping":
+    if args.command not in ("ping", "list"):
         result["name"] = args.name
     try:
         with DaemonClient(args.socket, timeout=args.timeout, daemon_uid=args.daemon_uid) as client:
@@ -114,6 +161,10 @@ def run(args: argparse.Namespace) -> tuple[int, dict[str, Any], str]:
                     f"hycan-daemon {version} on {client.socket_path} "
                     f"(protocol {protocol}, backend {backend})"
                 )
+            elif args.command == "list":
+                entries = client.list_links()
+                result.update(ok=True, links=[e.to_dict() for e in entries])
+                text = describe_entries(entries)
             elif args.command == "status":
                 status = client.status(args.name)
                 result.update(ok=True, **status.to_dict())
@@ -130,7 +181,14 @@ def run(args: argparse.Namespace) -> tuple[int, dict[str, Any], str]:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``hycan``."""
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command == "lease":
+        cmd = args.cmd[1:] if args.cmd[:1] == ["--"] else args.cmd
+        if not cmd:
+            parser.error("hycan lease needs a command: hycan lease [--vcan NAME]... -- CMD")
+        client = DaemonClient(args.socket, timeout=args.timeout, daemon_uid=args.daemon_uid)
+        return lease_and_run(client, args.vcan, cmd, classic=args.classic, stderr=sys.stderr)
     code, result, text = run(args)
     if args.json:
         print(json.dumps(result))

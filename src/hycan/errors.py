@@ -2,7 +2,7 @@
 
 Every error a user can meet is a :class:`HycanError` with an :class:`ErrorCode` and a message
 a person can act on (``str(error)``). Codes 0-9 keep the meanings of the C++ HyCAN daemon;
-hycan's own codes start at 10; code 20 is the client's own and never sent on the wire.
+hycan's own codes start at 10; codes 20 and 21 are the client's own, never sent on the wire.
 """
 
 from __future__ import annotations
@@ -36,6 +36,7 @@ class ErrorCode(enum.IntEnum):
     INVALID_ARGUMENT = 19
     # client side only: never sent on the wire (a daemon that sends it is OperationFailed)
     DAEMON_UNAVAILABLE = 20
+    LEASE_LOST = 21
 
 
 class HycanError(Exception):
@@ -56,6 +57,12 @@ class DaemonUnavailable(HycanError):
     """No daemon answered on any socket path tried (and no in-process fallback applied)."""
 
     default_code = ErrorCode.DAEMON_UNAVAILABLE
+
+
+class LeaseLost(HycanError):
+    """The connection that leased links closed, and the daemon deleted them with it."""
+
+    default_code = ErrorCode.LEASE_LOST
 
 
 class ProtocolError(HycanError):

@@ -5,7 +5,8 @@ Fixtures:
 
 ``vcan``
     The name (a ``str``) of a new vcan, up, unique to the test; deleted afterwards, also
-    when the test fails.
+    when the test fails. Every fixture vcan is leased: if the test run itself is killed,
+    the daemon deletes its vcans when the run's connection closes.
 ``vcan_factory``
     A :class:`VcanFactory`: ``a, b = vcan_factory(2)`` creates more vcans, all deleted
     afterwards.
@@ -34,14 +35,15 @@ from __future__ import annotations
 
 import contextlib
 import os
-import secrets
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import pytest
 
+from hycan._names import new_vcan_name
 from hycan.errors import (
+    AlreadyExists,
     DaemonUnavailable,
     HycanError,
     InterfaceNotFound,
@@ -55,7 +57,6 @@ if TYPE_CHECKING:
 
 __all__ = ["VcanFactory", "new_vcan_name"]
 
-NAME_PREFIX = "hyc"
 CAN_MTU = 16
 CANFD_MTU = 72
 MARKER = "hycan_vcan"
@@ -142,11 +143,6 @@ def _vcan_or_skip(settings: _Settings) -> Iterator[None]:
         raise pytest.fail.Exception(f"{message}\n{_SKIP_HINT}", pytrace=False) from None
 
 
-def new_vcan_name() -> str:
-    """A random vcan name, ``hyc`` + 8 hex digits (11 bytes; the kernel allows 15)."""
-    return NAME_PREFIX + secrets.token_hex(4)
-
-
 def _mtu_for(fd: bool | None) -> int | None:
     return None if fd is None else (CANFD_MTU if fd else CAN_MTU)
 
@@ -168,18 +164,18 @@ def _marker_fd(request: pytest.FixtureRequest) -> bool | None:
 # --- sync ---------------------------------------------------------------------------------
 
 
-def _unused_name(client: DaemonClient) -> str:
-    # CREATE is a no-op on an existing vcan: never adopt (and later delete) someone else's.
+def _create(client: DaemonClient, *, up: bool = True, fd: bool | None = None) -> str:
+    # Leased: a leased vcan is always new (never someone else's, adopted and later deleted)
+    # and goes with the connection, so a test run that is killed leaves none behind.
     for _ in range(8):
         name = new_vcan_name()
-        if not client.status(name).exists:
-            return name
-    raise RuntimeError("hycan: could not find an unused vcan name")  # pragma: no cover
-
-
-def _create(client: DaemonClient, *, up: bool = True, fd: bool | None = None) -> str:
-    name = _unused_name(client)
-    client.create(name)
+        try:
+            client.create_vcan(name, lease=True)
+            break
+        except AlreadyExists:  # pragma: no cover (a random 32-bit name already taken)
+            continue
+    else:  # pragma: no cover
+        raise RuntimeError("hycan: could not find an unused vcan name")
     try:
         mtu = _mtu_for(fd)
         if mtu is not None:
@@ -275,13 +271,15 @@ def vcan(request: pytest.FixtureRequest, vcan_factory: VcanFactory) -> str:
 
 
 async def _acreate(client: AsyncDaemonClient, *, fd: bool | None) -> str:
-    for _ in range(8):
+    for _ in range(8):  # leased, as in _create
         name = new_vcan_name()
-        if not (await client.status(name)).exists:
+        try:
+            await client.create_vcan(name, lease=True)
             break
+        except AlreadyExists:  # pragma: no cover
+            continue
     else:  # pragma: no cover
         raise RuntimeError("hycan: could not find an unused vcan name")
-    await client.create(name)
     try:
         mtu = _mtu_for(fd)
         if mtu is not None:

@@ -16,9 +16,10 @@ from hycan._async.transport import AsyncLocalTransport, AsyncSocketTransport, cl
 from hycan._names import encode_name
 from hycan._paths import client_socket
 from hycan._protocol import Op, Response, encode_request
-from hycan._status import LinkStatus, ping_info
+from hycan._status import COMPACT as _COMPACT
+from hycan._status import LinkEntry, LinkStatus, parse_list, ping_info
 from hycan._transport_common import ConnectionLost, fallback_wanted, local_handler
-from hycan.errors import DaemonUnavailable, error_for_code
+from hycan.errors import DaemonUnavailable, LeaseLost, ProtocolError, error_for_code
 
 DEFAULT_TIMEOUT = 5.0
 
@@ -52,6 +53,7 @@ class AsyncDaemonClient:
         # async-only: end
         # sync-only: self._socket = SocketTransport(choice.path, choice.tried, daemon_uid, timeout)
         self._transport: AsyncSocketTransport | AsyncLocalTransport = self._socket
+        self._leases: list[str] = []  # links this connection leases, oldest first
 
     @property
     def timeout(self) -> float:
@@ -77,17 +79,29 @@ class AsyncDaemonClient:
                 raise
             self._transport = AsyncLocalTransport(handler)
 
+    @property
+    def leases(self) -> tuple[str, ...]:
+        """The links this connection leases (deleted by the daemon when it closes)."""
+        return tuple(self._leases)
+
     async def request(self, op: int, name: str = "", payload: bytes = b"") -> Response:
-        """Send one request and return its success response; failures raise ``HycanError``."""
+        """Send one request and return its success response; failures raise ``HycanError``.
+
+        A connection that held leases is never replaced silently: once it is gone (the
+        daemon restarted, a call timed out), the next call raises :class:`LeaseLost`,
+        since the daemon deleted those links with it.
+        """
         frame = encode_request(op, encode_name(name) if name else b"", payload)
         deadline = clock() + self._timeout
         if not self._transport.connected:
+            self._check_leases()
             await self._connect(deadline)
         try:
             response = await self._transport.roundtrip(frame, deadline)
         except ConnectionLost:
             # The daemon restarted since our last call: one transparent reconnect, in the
-            # time this call has left.
+            # time this call has left (unless leases went with the old connection).
+            self._check_leases()
             if not self._transport.connected:
                 await self._connect(deadline)
             response = await self._transport.roundtrip(frame, deadline)
@@ -95,9 +109,44 @@ class AsyncDaemonClient:
             raise error_for_code(response.code, response.message)
         return response
 
+    def _check_leases(self) -> None:
+        if self._leases:
+            names, self._leases = ", ".join(self._leases), []
+            raise LeaseLost(
+                f"the connection to hycan-daemon that leased {names} closed (the daemon "
+                "restarted, or a call on it timed out): the daemon deleted them with it; "
+                "create them again"
+            )
+
     async def create(self, name: str) -> str:
         """Create vcan ``name`` (a no-op if that vcan exists); returns the daemon's message."""
         return (await self.request(Op.CREATE_VCAN, name)).message
+
+    async def create_vcan(self, name: str, *, lease: bool = False) -> str:
+        """Create vcan ``name``, owned by this user. With ``lease=True`` it must be new and
+        the daemon deletes it when this connection closes, however that happens (``close``,
+        exit, crash, SIGKILL); without, an existing vcan is left as it is."""
+        if not lease:
+            return await self.create(name)
+        payload = _COMPACT.encode({"kind": "vcan", "lease": True}).encode()
+        message = (await self.request(Op.CREATE_LINK, name, payload)).message
+        if name not in self._leases:
+            self._leases.append(name)
+        return message
+
+    async def list_links(self) -> list[LinkEntry]:
+        """The links this user may act on (an admin: all), with owner and lease."""
+        entries: list[LinkEntry] = []
+        after = 0
+        while True:
+            payload = _COMPACT.encode({"after": after}).encode()
+            page, following = parse_list((await self.request(Op.LIST, "", payload)).message)
+            entries += page
+            if following is None:
+                return entries
+            if following <= after:
+                raise ProtocolError("the daemon's LIST reply does not move forward")
+            after = following
 
     async def up(self, name: str) -> str:
         """Bring link ``name`` up."""
@@ -109,7 +158,10 @@ class AsyncDaemonClient:
 
     async def delete(self, name: str) -> str:
         """Delete vcan ``name`` (other kinds of link are never deleted)."""
-        return (await self.request(Op.DELETE, name)).message
+        message = (await self.request(Op.DELETE, name)).message
+        if name in self._leases:
+            self._leases.remove(name)
+        return message
 
     async def status(self, name: str) -> LinkStatus:
         """Describe link ``name`` (``exists=False`` if there is none)."""
@@ -168,7 +220,9 @@ class AsyncNetlink:
     """One link, driven through the daemon: the Python face of the C++ ``Netlink`` class.
 
     ``await AsyncNetlink.open(name)`` creates vcan ``name`` first (``create=False`` for real
-    links such as ``can0``); then ``up()``, ``down()``, ``delete()``, ``status()``.
+    links such as ``can0``); then ``up()``, ``down()``, ``delete()``, ``status()``. With
+    ``lease=True`` the vcan must be new and is deleted when this object's connection
+    closes (``aclose()``, or the process ending in any way).
     """
 
     def __init__(
@@ -176,6 +230,7 @@ class AsyncNetlink:
         name: str,
         *,
         create: bool = True,
+        lease: bool = False,
         client: AsyncDaemonClient | None = None,
         socket_path: str | None = None,
         timeout: float = DEFAULT_TIMEOUT,
@@ -184,6 +239,7 @@ class AsyncNetlink:
     ) -> None:
         self.name = name
         self._create = create
+        self._lease = lease
         self._owns_client = client is None
         self.client = client or AsyncDaemonClient(
             socket_path, timeout=timeout, fallback=fallback, daemon_uid=daemon_uid
@@ -197,6 +253,7 @@ class AsyncNetlink:
         name: str,
         *,
         create: bool = True,
+        lease: bool = False,
         client: AsyncDaemonClient | None = None,
         socket_path: str | None = None,
         timeout: float = DEFAULT_TIMEOUT,
@@ -207,6 +264,7 @@ class AsyncNetlink:
         net = cls(
             name,
             create=create,
+            lease=lease,
             client=client,
             socket_path=socket_path,
             timeout=timeout,
@@ -221,7 +279,7 @@ class AsyncNetlink:
         try:
             await self.client.connect()
             if self._create:
-                await self.client.create(self.name)
+                await self.client.create_vcan(self.name, lease=self._lease)
         except BaseException:
             await self.aclose()
             raise

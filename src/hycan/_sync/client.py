@@ -17,9 +17,10 @@ from hycan._sync.transport import LocalTransport, SocketTransport, clock
 from hycan._names import encode_name
 from hycan._paths import client_socket
 from hycan._protocol import Op, Response, encode_request
-from hycan._status import LinkStatus, ping_info
+from hycan._status import COMPACT as _COMPACT
+from hycan._status import LinkEntry, LinkStatus, parse_list, ping_info
 from hycan._transport_common import ConnectionLost, fallback_wanted, local_handler
-from hycan.errors import DaemonUnavailable, error_for_code
+from hycan.errors import DaemonUnavailable, LeaseLost, ProtocolError, error_for_code
 
 DEFAULT_TIMEOUT = 5.0
 
@@ -50,6 +51,7 @@ class DaemonClient:
         self._fallback = fallback_wanted(choice.explicit, fallback)
         self._socket = SocketTransport(choice.path, choice.tried, daemon_uid, timeout)
         self._transport: SocketTransport | LocalTransport = self._socket
+        self._leases: list[str] = []  # links this connection leases, oldest first
 
     @property
     def timeout(self) -> float:
@@ -75,17 +77,29 @@ class DaemonClient:
                 raise
             self._transport = LocalTransport(handler)
 
+    @property
+    def leases(self) -> tuple[str, ...]:
+        """The links this connection leases (deleted by the daemon when it closes)."""
+        return tuple(self._leases)
+
     def request(self, op: int, name: str = "", payload: bytes = b"") -> Response:
-        """Send one request and return its success response; failures raise ``HycanError``."""
+        """Send one request and return its success response; failures raise ``HycanError``.
+
+        A connection that held leases is never replaced silently: once it is gone (the
+        daemon restarted, a call timed out), the next call raises :class:`LeaseLost`,
+        since the daemon deleted those links with it.
+        """
         frame = encode_request(op, encode_name(name) if name else b"", payload)
         deadline = clock() + self._timeout
         if not self._transport.connected:
+            self._check_leases()
             self._connect(deadline)
         try:
             response = self._transport.roundtrip(frame, deadline)
         except ConnectionLost:
             # The daemon restarted since our last call: one transparent reconnect, in the
-            # time this call has left.
+            # time this call has left (unless leases went with the old connection).
+            self._check_leases()
             if not self._transport.connected:
                 self._connect(deadline)
             response = self._transport.roundtrip(frame, deadline)
@@ -93,9 +107,44 @@ class DaemonClient:
             raise error_for_code(response.code, response.message)
         return response
 
+    def _check_leases(self) -> None:
+        if self._leases:
+            names, self._leases = ", ".join(self._leases), []
+            raise LeaseLost(
+                f"the connection to hycan-daemon that leased {names} closed (the daemon "
+                "restarted, or a call on it timed out): the daemon deleted them with it; "
+                "create them again"
+            )
+
     def create(self, name: str) -> str:
         """Create vcan ``name`` (a no-op if that vcan exists); returns the daemon's message."""
         return (self.request(Op.CREATE_VCAN, name)).message
+
+    def create_vcan(self, name: str, *, lease: bool = False) -> str:
+        """Create vcan ``name``, owned by this user. With ``lease=True`` it must be new and
+        the daemon deletes it when this connection closes, however that happens (``close``,
+        exit, crash, SIGKILL); without, an existing vcan is left as it is."""
+        if not lease:
+            return self.create(name)
+        payload = _COMPACT.encode({"kind": "vcan", "lease": True}).encode()
+        message = (self.request(Op.CREATE_LINK, name, payload)).message
+        if name not in self._leases:
+            self._leases.append(name)
+        return message
+
+    def list_links(self) -> list[LinkEntry]:
+        """The links this user may act on (an admin: all), with owner and lease."""
+        entries: list[LinkEntry] = []
+        after = 0
+        while True:
+            payload = _COMPACT.encode({"after": after}).encode()
+            page, following = parse_list((self.request(Op.LIST, "", payload)).message)
+            entries += page
+            if following is None:
+                return entries
+            if following <= after:
+                raise ProtocolError("the daemon's LIST reply does not move forward")
+            after = following
 
     def up(self, name: str) -> str:
         """Bring link ``name`` up."""
@@ -107,7 +156,10 @@ class DaemonClient:
 
     def delete(self, name: str) -> str:
         """Delete vcan ``name`` (other kinds of link are never deleted)."""
-        return (self.request(Op.DELETE, name)).message
+        message = (self.request(Op.DELETE, name)).message
+        if name in self._leases:
+            self._leases.remove(name)
+        return message
 
     def status(self, name: str) -> LinkStatus:
         """Describe link ``name`` (``exists=False`` if there is none)."""
@@ -166,7 +218,9 @@ class Netlink:
     """One link, driven through the daemon: the Python face of the C++ ``Netlink`` class.
 
     ``Netlink.open(name)`` creates vcan ``name`` first (``create=False`` for real
-    links such as ``can0``); then ``up()``, ``down()``, ``delete()``, ``status()``.
+    links such as ``can0``); then ``up()``, ``down()``, ``delete()``, ``status()``. With
+    ``lease=True`` the vcan must be new and is deleted when this object's connection
+    closes (``close()``, or the process ending in any way).
     """
 
     def __init__(
@@ -174,6 +228,7 @@ class Netlink:
         name: str,
         *,
         create: bool = True,
+        lease: bool = False,
         client: DaemonClient | None = None,
         socket_path: str | None = None,
         timeout: float = DEFAULT_TIMEOUT,
@@ -182,6 +237,7 @@ class Netlink:
     ) -> None:
         self.name = name
         self._create = create
+        self._lease = lease
         self._owns_client = client is None
         self.client = client or DaemonClient(
             socket_path, timeout=timeout, fallback=fallback, daemon_uid=daemon_uid
@@ -192,7 +248,7 @@ class Netlink:
         try:
             self.client.connect()
             if self._create:
-                self.client.create(self.name)
+                self.client.create_vcan(self.name, lease=self._lease)
         except BaseException:
             self.close()
             raise

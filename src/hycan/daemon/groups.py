@@ -3,7 +3,6 @@ a second, forgotten when /etc/passwd or /etc/group changes) and the names of uid
 
 from __future__ import annotations
 
-import functools
 import grp
 import os
 import pwd
@@ -62,6 +61,8 @@ class GroupDatabase:
         self._account, self._members, self._clock, self._version = account, members, clock, version
         self._cache: dict[tuple[int, frozenset[int]], tuple[float, str | None]] = {}
         self._seen: tuple[int, ...] = ()
+        self._names: dict[int, str | None] = {}
+        self._names_seen: tuple[int, ...] = ()
 
     def refusal(self, uid: int, gids: frozenset[int]) -> str | None:
         """None if ``uid`` is listed in one of ``gids``, else why it is not."""
@@ -77,6 +78,22 @@ class GroupDatabase:
         answer = self._look_up(uid, gids)
         self._cache[key] = (now, answer)
         return answer
+
+    def name_of(self, uid: int) -> str | None:
+        """The account name of ``uid``, None if it has none (reread when the files change)."""
+        version = self._version()
+        if version != self._names_seen or len(self._names) >= _MEMBERS_MAX:
+            self._names.clear()
+            self._names_seen = version
+        if uid not in self._names:
+            account = self._account(uid)
+            self._names[uid] = account[0] if account is not None else None
+        return self._names[uid]
+
+    def describe(self, uid: int) -> str:
+        """``uid 1001 (alice)``, or ``uid 1001`` for a uid without an account."""
+        name = self.name_of(uid)
+        return f"uid {uid} ({name})" if name else f"uid {uid}"
 
     def _look_up(self, uid: int, gids: frozenset[int]) -> str | None:
         account = self._account(uid)
@@ -95,18 +112,10 @@ class GroupDatabase:
         )
 
 
-@functools.lru_cache(maxsize=256)
-def _cached_name(uid: int, version: tuple[int, ...]) -> str | None:
-    account = _account(uid)
-    return account[0] if account is not None else None
-
-
-def user_name(uid: int) -> str | None:
-    """The account name of ``uid`` (None if it has none); reread when /etc/passwd changes."""
-    return _cached_name(uid, _files_version())
-
-
 def describe_uid(uid: int) -> str:
-    """``uid 1001 (alice)``, or ``uid 1001`` for a uid without an account."""
-    name = user_name(uid)
-    return f"uid {uid} ({name})" if name else f"uid {uid}"
+    """``uid 1001 (alice)``, or ``uid 1001`` for a uid without an account (the system's
+    group database)."""
+    return _SYSTEM.describe(uid)
+
+
+_SYSTEM = GroupDatabase()

@@ -308,7 +308,8 @@ class Policy:
                 return _YES
             return Decision(
                 f"refusing to {_PHRASE[verb]} {link.name}: {link.name} belongs to "
-                f"{describe_uid(owner.uid)}; only its owner and hycan admins may change it"
+                f"{self.database.describe(owner.uid)}; only its owner and hycan admins may "
+                "change it"
             )
         for rule in self._by_verb[verb]:
             if rule.covers(verb, link.name, link.kind) and rule.who.matches(peer, self.database):

@@ -1,0 +1,81 @@
+"""``hycan lease``: vcans that exist exactly as long as a command runs.
+
+The vcans are leased on one connection to the daemon, which this process holds open while
+the command runs: when the command exits they are deleted, and if this process dies in
+any way (SIGKILL included) the daemon sees the connection close and deletes them itself.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+from collections.abc import Sequence
+from types import FrameType
+from typing import TextIO
+
+from hycan._names import new_vcan_name
+from hycan._sync.client import DaemonClient
+from hycan.errors import DaemonUnavailable, HycanError, InterfaceNotFound, Timeout
+
+CAN_MTU = 16
+EXIT_FAILED, EXIT_UNAVAILABLE, EXIT_NOT_FOUND, EXIT_NOT_EXECUTABLE = 1, 3, 127, 126
+# Sent to hycan alone: passed on to the command. SIGINT and SIGQUIT from a terminal reach
+# the whole foreground process group, the command included, so hycan only ignores them.
+_FORWARDED = (signal.SIGTERM, signal.SIGHUP)
+_IGNORED = (signal.SIGINT, signal.SIGQUIT)
+
+
+def lease_and_run(
+    client: DaemonClient,
+    names: Sequence[str],
+    cmd: Sequence[str],
+    *,
+    classic: bool,
+    stderr: TextIO,
+) -> int:
+    """Create ``names`` (leased, up; MTU 16 if ``classic``; one random name if none), run
+    ``cmd`` with ``$HYCAN_VCANS`` (space-separated) and ``$HYCAN_VCAN`` (the first) set,
+    delete them, and return ``cmd``'s exit status (128 + N if signal N ended it)."""
+    vcans = list(names) or [new_vcan_name()]
+    try:
+        with client:
+            for name in vcans:
+                client.create_vcan(name, lease=True)
+                if classic:
+                    client.set_mtu(name, CAN_MTU)
+                client.up(name)
+            status = _run(cmd, vcans, stderr)
+            for name in vcans:
+                with contextlib.suppress(InterfaceNotFound):  # the command deleted it
+                    client.delete(name)
+    except HycanError as exc:
+        print(f"hycan lease: {exc.message}", file=stderr)
+        unavailable = isinstance(exc, DaemonUnavailable | Timeout)
+        return EXIT_UNAVAILABLE if unavailable else EXIT_FAILED
+    return status
+
+
+def _run(cmd: Sequence[str], vcans: list[str], stderr: TextIO) -> int:
+    env = dict(os.environ, HYCAN_VCANS=" ".join(vcans), HYCAN_VCAN=vcans[0])
+    try:
+        child = subprocess.Popen(list(cmd), env=env)
+    except FileNotFoundError:
+        print(f"hycan lease: {cmd[0]}: command not found", file=stderr)
+        return EXIT_NOT_FOUND
+    except PermissionError:
+        print(f"hycan lease: {cmd[0]}: permission denied", file=stderr)
+        return EXIT_NOT_EXECUTABLE
+
+    def forward(signum: int, frame: FrameType | None) -> None:
+        child.send_signal(signum)  # the command decides; we wait for it, then clean up
+
+    previous = {sig: signal.signal(sig, forward) for sig in _FORWARDED}
+    previous.update({sig: signal.signal(sig, signal.SIG_IGN) for sig in _IGNORED})
+    try:
+        code = child.wait()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    return 128 - code if code < 0 else code
