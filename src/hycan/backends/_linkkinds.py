@@ -10,6 +10,10 @@ non-blocking ``recv`` when nothing happened) and forgets whatever a notification
 changed: an answer from the cache is as fresh as asking the kernel with RTM_GETLINK. If
 notifications were lost (ENOBUFS: the socket's buffer overflowed) it forgets everything.
 
+Aliases (where hycan records a link's owner): the kernel announces an alias change only
+for a link that is up. The daemon's own changes update the cache directly; an alias an
+admin writes by hand on a link that is down is seen from that link's next notification.
+
 Altnames: a name is cached only when it is the link's own name. An altname is always
 asked of the kernel, since the kernel does not announce altnames added to or removed from a
 link that is down. For the same reason a name remembered as missing could have become an

@@ -100,8 +100,12 @@ class NetlinkBackend:
         return known
 
     def set_alias(self, link: LinkRef, alias: str) -> None:
-        """RTM_NEWLINK with IFLA_IFALIAS (the kernel takes no alias in the create itself)."""
+        """RTM_NEWLINK with IFLA_IFALIAS (the kernel takes no alias in the create itself).
+
+        The kernel announces an alias change only for a link that is up, so the cache is
+        told here (see LinkKinds on what that leaves out)."""
         self._request(RTM_NEWLINK, 0, link, attrs=[("IFLA_IFALIAS", alias)])
+        self._kinds.remember(link.name, link._replace(alias=alias or None))
 
     def links(self) -> list[LinkStatus]:
         """Every link of the namespace (an RTM_GETLINK dump, statistics skipped)."""
