@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import grp
 import logging
 import os
 import pwd
@@ -33,7 +32,6 @@ from hycan.daemon.policy import (
     AccessPolicy,
     Policy,
     Rules,
-    Who,
 )
 from hycan.daemon.privileges import PrivilegeError, drop_privileges, unlink_problem
 from hycan.daemon.server import Limits, Server
@@ -273,21 +271,8 @@ def load_rules(args: argparse.Namespace) -> Rules:
             admin_groups=args.admin_group,
             max_links_per_uid=args.max_links_per_uid,
         )
-    admins = admin_who(args.admin_group)
+    admins = policyfile.admin_groups_of(args.admin_group)
     return Rules.defaults(args.allow_iface, admins=admins, max_links_per_uid=args.max_links_per_uid)
-
-
-def admin_who(groups: list[str]) -> Who:
-    """root and the members of the ``--admin-group`` groups (which must exist)."""
-    gids = set()
-    for group in groups:
-        try:
-            gids.add(grp.getgrnam(group).gr_gid)
-        except KeyError:
-            raise policyfile.PolicyFileError(
-                "--admin-group", 0, 0, f"no such group: {group}"
-            ) from None
-    return Who(frozenset({0}), frozenset(gids))
 
 
 def reload_policy(handler: Handler, args: argparse.Namespace) -> None:
