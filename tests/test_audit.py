@@ -278,3 +278,18 @@ def test_a_uid_is_forgotten_only_once_both_its_buckets_are_full_again() -> None:
     now[0] = 5.0  # the change bucket is full again (2 s), the failure bucket not (20 s)
     throttle.summaries()
     assert [throttle.allow(peer) for _ in range(2)] == [False, False]  # still spent
+
+
+def test_lease_end_lines_follow_the_grammar() -> None:
+    out = io.StringIO()
+    log = AuditLog(out, throttle=None)
+    peer = PeerCredentials(42, 1000, 1000, ())
+    log.lease_ended(peer, "hyc\nx", None)
+    log.lease_ended(None, "orphan0", "Device or resource busy")
+    log.flush()
+    first, second = parse_log(out.getvalue())
+    assert first.level == "INFO" and first.fields["event"] == b"lease-end"
+    assert first.fields["uid"] == b"1000" and first.fields["name"] == b"hyc\nx"
+    assert (first.fields["cause"], first.fields["result"]) == (b"connection closed", b"deleted")
+    assert second.level == "WARNING" and "uid" not in second.fields
+    assert (second.fields["cause"], second.fields["result"]) == (b"holder gone", b"kept")
