@@ -11,6 +11,7 @@ import contextlib
 import os
 import signal
 import subprocess
+import threading
 from collections.abc import Sequence
 from types import FrameType
 from typing import TextIO
@@ -36,7 +37,8 @@ def lease_and_run(
     stderr: TextIO,
 ) -> int:
     """Create ``names`` (leased, up; MTU 16 if ``classic``; one random name if none), run
-    ``cmd`` with ``$HYCAN_VCANS`` (space-separated) and ``$HYCAN_VCAN`` (the first) set,
+    ``cmd`` with ``$HYCAN_VCANS`` (space-separated), ``$HYCAN_VCAN`` (the first) and
+    ``$HYCAN_DAEMON_SOCKET`` (the daemon's socket) set,
     delete them, and return ``cmd``'s exit status (128 + N if signal N ended it)."""
     vcans = list(names) or [new_vcan_name()]
     try:
@@ -46,7 +48,7 @@ def lease_and_run(
                 if classic:
                     client.set_mtu(name, CAN_MTU)
                 client.up(name)
-            status = _run(cmd, vcans, stderr)
+            status = _run(cmd, vcans, client.socket_path, stderr)
             for name in vcans:
                 with contextlib.suppress(InterfaceNotFound):  # the command deleted it
                     client.delete(name)
@@ -57,8 +59,10 @@ def lease_and_run(
     return status
 
 
-def _run(cmd: Sequence[str], vcans: list[str], stderr: TextIO) -> int:
+def _run(cmd: Sequence[str], vcans: list[str], socket_path: str, stderr: TextIO) -> int:
     env = dict(os.environ, HYCAN_VCANS=" ".join(vcans), HYCAN_VCAN=vcans[0])
+    if socket_path != "in-process":  # the command's own hycan calls reach the same daemon
+        env["HYCAN_DAEMON_SOCKET"] = socket_path
     try:
         child = subprocess.Popen(list(cmd), env=env)
     except FileNotFoundError:
@@ -71,8 +75,10 @@ def _run(cmd: Sequence[str], vcans: list[str], stderr: TextIO) -> int:
     def forward(signum: int, frame: FrameType | None) -> None:
         child.send_signal(signum)  # the command decides; we wait for it, then clean up
 
-    previous = {sig: signal.signal(sig, forward) for sig in _FORWARDED}
-    previous.update({sig: signal.signal(sig, signal.SIG_IGN) for sig in _IGNORED})
+    previous = {}
+    if threading.current_thread() is threading.main_thread():  # (signals: main thread only)
+        previous = {sig: signal.signal(sig, forward) for sig in _FORWARDED}
+        previous.update({sig: signal.signal(sig, signal.SIG_IGN) for sig in _IGNORED})
     try:
         code = child.wait()
     finally:

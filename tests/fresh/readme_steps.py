@@ -25,8 +25,8 @@ SETUP_HEADINGS = ("use it from your program", "test can programs without sudo")
 RUN_WITH = re.compile(r"^# run with: (.+)$")
 # hycan's global options that take a value (`hycan --timeout 5 status vcan0`).
 VALUE_OPTIONS = ("--socket", "--timeout")
-# Commands that succeed on a link that does not exist: STATUS reports "does not exist".
-NO_LINK_NEEDED = ("ping", "status")
+# Commands that succeed without the vcan: STATUS reports "does not exist", LIST lists the rest.
+NO_LINK_NEEDED = ("ping", "status", "list")
 VCAN_MISSING_WORDS = ("not supported", "vcan", "module")
 PYTHON = "/usr/bin/python3"
 
