@@ -393,3 +393,20 @@ async def test_a_lost_connection_with_leases_is_not_replaced_silently(
         await client.ping()
     await client.ping()  # told once; the client then goes on with a new connection
     await client.aclose()
+
+
+async def test_a_cpp_clients_create_records_its_uid_as_owner(daemon: InProcessDaemon) -> None:
+    """Op 1 as the C++ client sends it (connect, one frame, read, close): byte-for-byte
+    the same exchange as before, and the vcan is owned by the client's uid, not leased."""
+    sock = trio.socket.socket(trio.socket.AF_UNIX, trio.socket.SOCK_STREAM)
+    await sock.connect(daemon.path)
+    await sock.send(b"\x01\x05vcan5")
+    reply = b""
+    while len(reply) < 4 or len(reply) < 4 + int.from_bytes(reply[2:4], "little"):
+        reply += await sock.recv(100)
+    sock.close()
+    assert reply == b"\x01\x00\x0d\x00vcan5 created"
+    with trio.fail_after(5):  # the session ends after the close: nothing leased to delete
+        while daemon.server.clients:
+            await trio.testing.wait_all_tasks_blocked()
+    assert daemon.backend.status("vcan5").alias == f"hycan owner={os.geteuid()}"
