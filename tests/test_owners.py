@@ -410,3 +410,14 @@ async def test_a_cpp_clients_create_records_its_uid_as_owner(daemon: InProcessDa
         while daemon.server.clients:
             await trio.testing.wait_all_tasks_blocked()
     assert daemon.backend.status("vcan5").alias == f"hycan owner={os.geteuid()}"
+
+
+async def test_netlink_objects_lease_too(daemon: InProcessDaemon) -> None:
+    net = await hycan.AsyncNetlink.open("net0", lease=True, socket_path=daemon.path)
+    assert (await net.status()).lease is True
+    with pytest.raises(hycan.AlreadyExists, match="a leased link must be new"):
+        await hycan.AsyncNetlink.open("net0", lease=True, socket_path=daemon.path)
+    await net.aclose()
+    with trio.fail_after(5):
+        while daemon.backend.status("net0").exists:
+            await trio.testing.wait_all_tasks_blocked()

@@ -231,3 +231,10 @@ def test_check_policy_prints_the_rules_or_the_error(tmp_path: Path) -> None:
     refused_run = subprocess.run([*run, str(bad)], capture_output=True, text=True, timeout=30)
     assert refused_run.returncode == 1
     assert f"{bad}:2:16: unknown verb 'dwon'" in refused_run.stderr
+
+
+def test_admin_group_flag_adds_admins_and_must_name_a_group() -> None:
+    rules = load("", admin_groups=["hycan-admin"])
+    assert rules.admins == Who(frozenset({0}), frozenset({3002}))
+    with pytest.raises(PolicyFileError, match="no such group: staff9"):
+        load("", admin_groups=["staff9"])

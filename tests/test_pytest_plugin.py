@@ -83,6 +83,7 @@ def check(vcan, hycan_client):
     with DaemonClient() as client:  # an independent connection sees it too
         status = client.status(vcan)
     assert status.exists and status.kind == "vcan" and status.up
+    assert status.lease is True and vcan in hycan_client.leases  # a killed run leaves none
     assert hycan_client.status(vcan).up
     record(vcan)
 

@@ -40,10 +40,11 @@ _RULE_KEYS = _WHO_KEYS | {"allow", "deny", "names", "kinds", "max_links"}
 
 
 class PolicyFileError(Exception):
-    """A policy file the daemon refuses: ``PATH:LINE:COLUMN: problem``."""
+    """A policy file the daemon refuses: ``PATH:LINE:COLUMN: problem`` (a flag, line 0:
+    ``--flag: problem``)."""
 
     def __init__(self, path: str, line: int, column: int, problem: str) -> None:
-        super().__init__(f"{path}:{line}:{column}: {problem}")
+        super().__init__(f"{path}:{line}:{column}: {problem}" if line else f"{path}: {problem}")
         self.path, self.line, self.column, self.problem = path, line, column, problem
 
 
