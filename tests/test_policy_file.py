@@ -186,6 +186,7 @@ def test_quota_comes_from_the_deciding_rule_then_the_default() -> None:
         ),
         ('[[rule]]\nallow = ["up"]\ngroups = ["nope"]\n', 3, 11, "no such group: nope"),
         ('[[rule]]\nallow = ["up"]\nnames = ["can 0"]\n', 3, 10, "bad name glob"),
+        ('[[rule]]\nallow = ["up"]\nnames = ["x", ""]\n', 3, 15, "bad name glob"),
         ('[[rule]]\nallow = ["up"]\nkinds = ["CAN"]\n', 3, 10, "bad kind"),
         (
             '[[rule]]\nallow = ["up"]\nmax_links = 3\n',

@@ -187,11 +187,11 @@ class _Parser:
                     raise self.fail(n, effect, f"unknown verb {verb!r} (known: {known}, all)", verb)
         names = tuple(self.strings(table, "names", n)) if "names" in table else ()
         for glob in names:
-            if len(glob) > 64 or _GLOB_FORBIDDEN.search(glob):
+            if not glob or len(glob) > 64 or _GLOB_FORBIDDEN.search(glob):
                 raise self.fail(
                     n,
                     "names",
-                    f"bad name glob {glob!r}: at most 64 characters, no space, / or NUL",
+                    f"bad name glob {glob!r}: 1 to 64 characters, no space, / or NUL",
                     glob,
                 )
         kinds = self.strings(table, "kinds", n) if "kinds" in table else []
