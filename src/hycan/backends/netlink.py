@@ -109,28 +109,11 @@ class NetlinkBackend:
 
     def links(self) -> list[LinkStatus]:
         """Every link of the namespace (an RTM_GETLINK dump, statistics skipped)."""
-        frame = bytearray(
-            self._build(RTM_GETLINK, NLM_F_DUMP, "", ext_mask=RTEXT_FILTER_SKIP_STATS, ack=False)
+        found: list[bytes] = []
+        self._request(
+            RTM_GETLINK, NLM_F_DUMP, "", ext_mask=RTEXT_FILTER_SKIP_STATS, ack=False, dump=found
         )
-        self._seq = self._seq % 0x7FFFFFFF + 1
-        seq = self._seq
-        U32.pack_into(frame, _SEQ_OFFSET, seq)
-        found: list[LinkStatus] = []
-        try:
-            self._sock.send(frame)
-            while True:
-                data = self._recv()
-                for msg_type, message in _messages(data, seq):
-                    if msg_type == NLMSG_DONE:
-                        return found
-                    if msg_type == NLMSG_ERROR:
-                        (code,) = _NLMSG_ERRNO.unpack_from(message, NLMSG_HEADER.size)
-                        raise OSError(-code, os.strerror(-code))
-                    if msg_type == RTM_NEWLINK:
-                        found.append(parse_link("", message))
-        except OSError:
-            self._reopen()  # a dump cut short leaves messages behind: start clean
-            raise
+        return [parse_link("", message) for message in found]
 
     def set_up(self, link: LinkRef, up: bool) -> None:
         """RTM_NEWLINK changing only IFF_UP."""
@@ -220,19 +203,23 @@ class NetlinkBackend:
         msg_type: int,
         nl_flags: int,
         target: str | LinkRef,
+        *,
+        dump: list[bytes] | None = None,
         **fields: Any,
     ) -> bytes | None:
-        """Send one request; return the RTM_NEWLINK reply (GET) or None (ACK); errors ->
-        OSError (TimeoutError when the kernel does not answer in time)."""
+        """Send one request; return the RTM_NEWLINK reply (GET) or None (ACK), or with
+        ``dump`` collect every RTM_NEWLINK of a dump into it; errors -> OSError
+        (TimeoutError when the kernel does not answer in time)."""
         frame = bytearray(self._build(msg_type, nl_flags, target, **fields))
         self._seq = self._seq % 0x7FFFFFFF + 1
         seq = self._seq
         U32.pack_into(frame, _SEQ_OFFSET, seq)
         try:
             self._sock.send(frame)
-            code, reply = self._receive(seq, fields.get("ack", True))
+            code, reply = self._receive(seq, fields.get("ack", True), dump)
         except OSError:
-            # The socket itself failed (ENOBUFS, timeout, ...): use a fresh one next time.
+            # The socket itself failed (ENOBUFS, timeout, ...), or a dump was cut short
+            # with messages left behind: use a fresh one next time.
             self._reopen()
             raise
         if code:
@@ -240,9 +227,12 @@ class NetlinkBackend:
             raise OSError(code, os.strerror(code), name)
         return reply
 
-    def _receive(self, seq: int, ack: bool) -> tuple[int, bytes | None]:
+    def _receive(
+        self, seq: int, ack: bool, dump: list[bytes] | None = None
+    ) -> tuple[int, bytes | None]:
         """Read until the answer to ``seq``: its ACK/error, or (``ack=False``) the link
-        message itself. Return (errno or 0, RTM_NEWLINK bytes or None)."""
+        message itself, or (``dump``) every link message up to NLMSG_DONE, appended to
+        ``dump``. Return (errno or 0, RTM_NEWLINK bytes or None)."""
         reply = None
         while True:
             data = self._recv()
@@ -259,7 +249,9 @@ class NetlinkBackend:
                         return 0, reply
                     if msg_type == RTM_NEWLINK:
                         reply = data[offset : offset + length]
-                        if not ack:
+                        if dump is not None:
+                            dump.append(reply)
+                        elif not ack:
                             return 0, reply
                 offset += (length + 3) & ~3
 
@@ -278,17 +270,3 @@ class NetlinkBackend:
             self._sock.close()
         finally:
             self._sock, self._poll = self._open()
-
-
-def _messages(data: bytes, seq: int) -> list[tuple[int, bytes]]:
-    """(type, message bytes) of the netlink messages in ``data`` answering ``seq``."""
-    found = []
-    offset = 0
-    while offset + NLMSG_HEADER.size <= len(data):
-        length, msg_type, _flags, msg_seq, _port = NLMSG_HEADER.unpack_from(data, offset)
-        if length < NLMSG_HEADER.size:
-            raise OSError(errno.EPROTO, "malformed netlink message from the kernel")
-        if msg_seq == seq:
-            found.append((msg_type, data[offset : offset + length]))
-        offset += (length + 3) & ~3
-    return found
