@@ -209,7 +209,7 @@ def test_a_lease_must_be_for_a_new_link() -> None:
         (b'{"lease": 1}', '"lease" true or false'),
         (b'{"kind": 5}', '"kind" must be a string'),
         (b'{"lease": true, "netns": 3}', 'unknown key "netns"'),
-        (b"[" * 100000, "not a JSON object"),
+        (b"[" * 100000, "nested too deeply"),
     ],
 )
 def test_create_link_payload_is_validated(payload: bytes, problem: str) -> None:

@@ -15,6 +15,22 @@ from hycan.errors import InvalidArgument
 MAX_BITRATE = 20_000_000  # well above CAN FD's 8-12 Mbit/s data phase; catches typos
 
 
+def json_object(payload: bytes, what: str) -> dict[str, Any]:
+    """A client's payload that must be a JSON object; else :class:`InvalidArgument` whose
+    message starts with ``what``. Deep nesting is a refusal like any other bad payload."""
+    try:
+        data: Any = json.loads(payload.decode("utf-8"))
+    except ValueError as exc:  # not UTF-8, not JSON, or a number beyond int's digit limit
+        raise InvalidArgument(f"{what}: not a JSON object ({exc})") from None
+    except RecursionError:
+        raise InvalidArgument(
+            f"{what}: nested too deeply; a flat JSON object is expected"
+        ) from None
+    if not isinstance(data, dict):
+        raise InvalidArgument(f"{what}: not a JSON object")
+    return data
+
+
 @dataclass(frozen=True, slots=True)
 class CanSettings:
     """Bit timing and modes of a CAN controller; None leaves a setting unchanged."""
@@ -66,16 +82,7 @@ class CanSettings:
         The payload is client-controlled: what the messages quote of it (unknown keys) is
         JSON-escaped ASCII, and deep nesting is a refusal like any other bad payload.
         """
-        try:
-            data: Any = json.loads(payload.decode("utf-8"))
-        except ValueError as exc:  # not UTF-8, not JSON, or a number beyond int's digit limit
-            raise InvalidArgument(f"invalid CAN settings: not a JSON object ({exc})") from None
-        except RecursionError:
-            raise InvalidArgument(
-                "invalid CAN settings: nested too deeply; a flat JSON object is expected"
-            ) from None
-        if not isinstance(data, dict):
-            raise InvalidArgument("invalid CAN settings: not a JSON object")
+        data = json_object(payload, "invalid CAN settings")
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:

@@ -15,7 +15,7 @@ from typing import Any, NamedTuple
 
 from hycan import __version__
 from hycan._advice import vcan_missing
-from hycan._canconfig import CanSettings
+from hycan._canconfig import CanSettings, json_object
 from hycan._owner import Owner, holder_alive, owner_of, this_process
 from hycan._peercred import PeerCredentials
 from hycan._protocol import PROTOCOL_VERSION, Op, Request, Response, failure, ok
@@ -356,15 +356,7 @@ def _count(owned: dict[int, int], uid: int) -> int:
 
 def _json_payload(payload: bytes, op: str) -> dict[str, Any]:
     """A payload that must be a JSON object (empty: ``{}``)."""
-    if not payload:
-        return {}
-    try:
-        data = json.loads(payload)
-    except (ValueError, RecursionError):
-        raise InvalidArgument(f"invalid {op} payload: not a JSON object") from None
-    if type(data) is not dict:
-        raise InvalidArgument(f"invalid {op} payload: not a JSON object")
-    return data
+    return json_object(payload, f"invalid {op} payload") if payload else {}
 
 
 def _create_options(payload: bytes) -> tuple[str, bool]:

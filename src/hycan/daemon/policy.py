@@ -243,9 +243,9 @@ class Rules:
 
     def describe(self) -> list[str]:
         """The policy as ``hycan-daemon --check-policy`` prints it, one line each."""
-        lines = [f"policy: {self.source}", f"admins: root, {self.admins.describe()}"]
-        if self.admins == ROOT_ONLY:
-            lines[1] = "admins: root"
+        others = Who(self.admins.uids - {0}, self.admins.gids)
+        admins = "root" if others.everyone else f"root, {others.describe()}"
+        lines = [f"policy: {self.source}", f"admins: {admins}"]
         lines.append(f"max links per uid: {self.max_links_per_uid} (root: no limit)")
         lines.append("owners: a link's owner, root and admins may do anything to it")
         lines += [f"rule {n} ({r.origin}): {r.describe()}" for n, r in enumerate(self.rules, 1)]

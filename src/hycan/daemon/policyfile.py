@@ -21,7 +21,6 @@ from typing import Any
 from hycan.daemon.policy import (
     ALL_VERBS,
     DEFAULT_MAX_LINKS,
-    ROOT_ONLY,
     Rule,
     Rules,
     Verb,
@@ -143,26 +142,25 @@ class _Parser:
             raise self.fail(where, key, f"{key} must be a whole number in 0..{top}", item)
         return value
 
+    def named(self, table: dict[str, Any], key: str, where: int | str) -> set[int]:
+        """The ids of the user (``users``) or group (``groups``) names under ``key``."""
+        lookup, what = (self.users, "user") if key == "users" else (self.groups, "group")
+        ids = set()
+        for name in self.strings(table, key, where) if key in table else ():
+            found = lookup(name)
+            if found is None:
+                raise self.fail(where, key, f"no such {what}: {name}", name)
+            ids.add(found)
+        return ids
+
     def who(self, table: dict[str, Any], where: int | str) -> Who:
-        uids: set[int] = set()
-        gids: set[int] = set()
-        if "users" in table:
-            for name in self.strings(table, "users", where):
-                uid = self.users(name)
-                if uid is None:
-                    raise self.fail(where, "users", f"no such user: {name}", name)
-                uids.add(uid)
+        uids = self.named(table, "users", where)
+        gids = self.named(table, "groups", where)
         if "uids" in table:
             value = table["uids"]
             if type(value) is not list or not value:
                 raise self.fail(where, "uids", "uids must be a non-empty array of numbers")
             uids.update(self.number(v, where, "uids", _MAX_ID, v) for v in value)
-        if "groups" in table:
-            for name in self.strings(table, "groups", where):
-                gid = self.groups(name)
-                if gid is None:
-                    raise self.fail(where, "groups", f"no such group: {name}", name)
-                gids.add(gid)
         return Who(frozenset(uids), frozenset(gids))
 
     def rule(self, table: Any, n: int) -> Rule:
@@ -272,7 +270,7 @@ def parse(
         raise parser.fail(None, "rule", "rules are written as [[rule]] tables")
     rules = [iface_rule(glob) for glob in allow_iface]
     rules += [parser.rule(table, n) for n, table in enumerate(raw_rules)]
-    return Rules(tuple(rules), admins if admins != ROOT_ONLY else ROOT_ONLY, quota, source)
+    return Rules(tuple(rules), admins, quota, source)
 
 
 def load(path: str, **options: Any) -> Rules:
