@@ -166,6 +166,20 @@ def netns() -> Iterator[Netns]:
         subprocess.run(["ip", "netns", "delete", name], check=False)
 
 
+def group_daemon(netns: Netns, socket_dir: Path, group: str, *extra: str) -> DaemonProcess:
+    """The netlink daemon inside ``netns`` admitting ``group``, on a socket in
+    ``socket_dir`` (started; the caller stops it)."""
+    return DaemonProcess(
+        str(socket_dir / "hycan.sock"),
+        "--backend",
+        "netlink",
+        "--group",
+        group,
+        *extra,
+        prefix=("ip", "netns", "exec", netns.name),
+    ).start()
+
+
 @pytest.fixture
 def netns_daemon(netns: Netns, tmp_path: Path) -> Iterator[DaemonProcess]:
     """The netlink daemon inside ``netns``, allowed to toggle the veth pair."""

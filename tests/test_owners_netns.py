@@ -18,22 +18,14 @@ import pytest
 
 import hycan
 from hycan import DaemonClient
-from tests.conftest import DaemonProcess, Netns
+from tests.conftest import DaemonProcess, Netns, group_daemon
 from tests.identities import Identities, run_as
 
 pytestmark = pytest.mark.netns
 
 
 def start_daemon(netns: Netns, shared_dir: Path, ids: Identities, *extra: str) -> DaemonProcess:
-    return DaemonProcess(
-        str(shared_dir / "hycan.sock"),
-        "--backend",
-        "netlink",
-        "--group",
-        ids.group,
-        *extra,
-        prefix=("ip", "netns", "exec", netns.name),
-    ).start()
+    return group_daemon(netns, shared_dir, ids.group, *extra)
 
 
 def call(path: str, op: str, link: str) -> Callable[[], str]:

@@ -15,7 +15,7 @@ import hycan
 from hycan import DaemonClient
 from hycan._protocol import ok
 from hycan.errors import ErrorCode
-from tests.conftest import DaemonProcess, Netns
+from tests.conftest import DaemonProcess, Netns, group_daemon
 from tests.identities import Identities, run_as
 
 pytestmark = pytest.mark.netns
@@ -25,17 +25,7 @@ NOTHING = "0000000000000000"
 
 
 def start_daemon(netns: Netns, shared_dir: Path, ids: Identities, *extra: str) -> DaemonProcess:
-    return DaemonProcess(
-        str(shared_dir / "hycan.sock"),
-        "--backend",
-        "netlink",
-        "--group",
-        ids.group,
-        "--allow-iface",
-        "veth0",
-        *extra,
-        prefix=("ip", "netns", "exec", netns.name),
-    ).start()
+    return group_daemon(netns, shared_dir, ids.group, "--allow-iface", "veth0", *extra)
 
 
 @pytest.fixture
