@@ -8,6 +8,8 @@ import struct
 
 import pytest
 import trio
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import hycan
 from hycan._handler import Handler, Session
@@ -421,3 +423,38 @@ async def test_netlink_objects_lease_too(daemon: InProcessDaemon) -> None:
     with trio.fail_after(5):
         while daemon.backend.status("net0").exists:
             await trio.testing.wait_all_tasks_blocked()
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.sampled_from([Op.CREATE_LINK, Op.LIST]),
+    st.one_of(
+        st.binary(max_size=64),
+        st.recursive(
+            st.none() | st.booleans() | st.integers() | st.text(max_size=8),
+            lambda inner: (
+                st.lists(inner, max_size=3)
+                | st.dictionaries(st.text(max_size=6), inner, max_size=3)
+            ),
+            max_leaves=10,
+        ).map(lambda v: json.dumps(v).encode()[:4096]),
+        st.just(b"[" * 4096),
+        st.just(b'{"kind": "vcan", "lease": true, "kind": "veth"}'),
+        st.just(LEASE),
+    ),
+)
+def test_hostile_create_link_and_list_payloads_leave_the_handler_serving(
+    op: Op, payload: bytes
+) -> None:
+    h = handler()
+    bob = Session(BOB)
+    ok, code, message = handle(h, op, "" if op is Op.LIST else "vcan7", payload, session=bob)
+    assert code in (0, ErrorCode.INVALID_ARGUMENT, ErrorCode.PERMISSION_DENIED), message
+    # whatever happened, it made at most one vcan, owned by bob, and the handler goes on
+    links = [s for s in h.backend.links() if s.kind == "vcan"]
+    assert len(links) == (1 if ok and op is Op.CREATE_LINK else 0)
+    assert all(s.alias is not None and s.alias.startswith(f"hycan owner={BOB.uid}") for s in links)
+    assert handle(h, Op.PING, "", session=bob)[0]
+    leased = len(bob.leases)
+    assert h.release(bob) == [("vcan7", None)] * leased
+    assert not any("lease=" in (s.alias or "") for s in h.backend.links())
