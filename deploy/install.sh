@@ -17,7 +17,7 @@
 #   $PREFIX/share/doc/hycan/deployment.md
 #   /etc/systemd/system/hycan-daemon.{service,socket}  (@BINDIR@ substituted)
 #   /etc/sysusers.d/hycan.conf                  group hycan + system user hycan
-#   /etc/modules-load.d/hycan.conf              vcan, can_raw at boot
+#   /etc/modules-load.d/hycan.conf              vcan, can_raw, vxcan, can-gw at boot
 #   /var/lib/hycan/install-manifest             every file, link and directory it created
 # The wheel is built from a copy of the sources in a temporary directory (below
 # /var/tmp, or next to DESTDIR): nothing is written into the checkout.
@@ -261,7 +261,7 @@ ensure_tools() {
     for t in "${tools[@]}"; do
         command -v "${t%%:*}" >/dev/null 2>&1 && continue
         case "$t" in
-        modprobe:*) warn "no modprobe (Debian package kmod): vcan and can_raw are not loaded now" ;;
+        modprobe:*) warn "no modprobe (Debian package kmod): vcan, can_raw, vxcan and can-gw are not loaded now" ;;
         *) die "${t%%:*} is missing: install the package ${t#*:}" ;;
         esac
     done
@@ -375,7 +375,7 @@ create_user_group() {
 
 load_modules() {
     command -v modprobe >/dev/null 2>&1 || return 0 # ensure_tools warned
-    run modprobe -a vcan can_raw || warn "could not load vcan/can_raw (not fatal)"
+    run modprobe -a vcan can_raw vxcan can-gw || warn "could not load vcan/can_raw/vxcan/can-gw (not fatal)"
 }
 
 # The pid in $pid_file if it is a running hycan daemon, else nothing.

@@ -12,9 +12,9 @@ from hycan import _advice
 
 @pytest.fixture(autouse=True)
 def _fresh() -> Iterator[None]:
-    _advice.vcan_missing.cache_clear()
+    _advice.module_missing.cache_clear()
     yield
-    _advice.vcan_missing.cache_clear()
+    _advice.module_missing.cache_clear()
 
 
 @pytest.mark.parametrize(
@@ -35,11 +35,11 @@ def test_advice_per_distribution(
     path.write_text(release)
     monkeypatch.setattr(_advice, "OS_RELEASE", str(path))
     monkeypatch.setattr(_advice, "_in_container", lambda: False)
-    message = _advice.vcan_missing()
+    message = _advice.module_missing()
     assert message.startswith("not supported: the vcan kernel module is not loaded")
     assert "`sudo modprobe vcan`" in message and says in message and never not in message
 
 
 def test_in_a_container_the_host_must_load_it(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(_advice, "_in_container", lambda: True)
-    assert "only the host can load it: on the host run" in _advice.vcan_missing()
+    assert "only the host can load it: on the host run" in _advice.module_missing()

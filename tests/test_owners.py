@@ -208,7 +208,11 @@ def test_a_lease_must_be_for_a_new_link() -> None:
     [
         (b"[]", "not a JSON object"),
         (b"{", "not a JSON object"),
-        (b'{"lease": 1}', '"lease" true or false'),
+        (b'{"lease": 1}', '"lease" must be true or false'),
+        (b'{"up": "yes"}', '"up" must be true or false'),
+        (b'{"kind": "vxcan"}', 'a vxcan needs "peer"'),
+        (b'{"kind": "vcan", "peer": "x0"}', "only a vxcan has one"),
+        (b'{"kind": "vxcan", "peer": 7}', '"peer" must be a link name'),
         (b'{"kind": 5}', '"kind" must be a string'),
         (b'{"lease": true, "netns": 3}', 'unknown key "netns"'),
         (b"[" * 100000, "nested too deeply"),
@@ -227,7 +231,7 @@ def test_only_vcans_are_created_whatever_the_payload_says() -> None:
     bridge = b'{"kind": "bridge"}'
     ok, code, message = handle(h, Op.CREATE_LINK, "br0", bridge, session=Session(ROOT))
     assert (ok, code) == (False, ErrorCode.PERMISSION_DENIED)
-    assert "hycan creates only vcan links" in message
+    assert "hycan creates only vcan and vxcan links" in message
     assert not h.backend.status("br0").exists
 
 
@@ -301,8 +305,10 @@ def test_list_shows_what_the_caller_may_act_on() -> None:
     assert set(seen) == {"mine0", "lease0", "boot0"}  # not lo, eth0
     assert seen["mine0"]["owner"] == 1001 and seen["mine0"]["owner_name"] == "user1001"
     assert seen["lease0"]["lease"] is True and seen["mine0"]["lease"] is False
-    assert seen["mine0"]["may"] == ["up", "down", "delete", "set-mtu", "set-can", "restart"]
-    assert seen["boot0"]["may"] == ["up", "down", "set-mtu"] and seen["boot0"]["owner"] is None
+    mine = ["up", "down", "delete", "set-mtu", "set-can", "restart", "route"]
+    assert seen["mine0"]["may"] == mine
+    assert seen["boot0"]["may"] == ["up", "down", "set-mtu", "route"]
+    assert seen["boot0"]["owner"] is None
     bobs = {e["name"] for e in listing(h, bob)["links"]}  # type: ignore[attr-defined]
     assert bobs == {"boot0"}
     roots = {e["name"] for e in listing(h, Session(ROOT))["links"]}  # type: ignore[attr-defined]

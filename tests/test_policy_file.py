@@ -11,6 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from hycan._netns import Where
 from hycan._peercred import PeerCredentials
 from hycan.backends.base import LinkRef
 from hycan.daemon.groups import GroupDatabase
@@ -30,8 +31,10 @@ def load(text: str, **options: object) -> Rules:
     return parse(text, "policy.toml", users=USERS.get, groups=GROUPS.get, **options)  # type: ignore[arg-type]
 
 
-def refused(rules: Rules, peer: PeerCredentials, verb: Verb, link: LinkRef) -> bool:
-    return Policy(rules, DATABASE).refusal(peer, verb, link) is not None
+def refused(
+    rules: Rules, peer: PeerCredentials, verb: Verb, link: LinkRef, where: Where = Where.HOST
+) -> bool:
+    return Policy(rules, DATABASE).refusal(peer, verb, link, where) is not None
 
 
 peers = st.builds(
@@ -46,10 +49,11 @@ links = st.builds(
     LinkRef,
     st.integers(1, 9),
     st.sampled_from(["vcan0", "can0", "can1", "ci7", "veth0", "lo", "hyc1"]),
-    st.sampled_from(["vcan", "can", "veth", None]),
+    st.sampled_from(["vcan", "vxcan", "can", "veth", None]),
     aliases,
 )
 verbs = st.sampled_from(list(Verb))
+places = st.sampled_from(list(Where))
 
 
 @pytest.mark.parametrize("path", sorted(DEPLOY.glob("*.toml")), ids=lambda p: p.name)
@@ -75,12 +79,14 @@ def test_the_test_bench_example_means_what_it_says() -> None:
 
 
 @settings(max_examples=300, deadline=None)
-@given(peers, verbs, links)
+@given(peers, verbs, links, places)
 def test_default_file_decides_like_the_built_in_defaults(
-    peer: PeerCredentials, verb: Verb, link: LinkRef
+    peer: PeerCredentials, verb: Verb, link: LinkRef, where: Where
 ) -> None:
     written = load((DEPLOY / "default.toml").read_text())
-    assert refused(written, peer, verb, link) == refused(Rules.defaults(), peer, verb, link)
+    assert refused(written, peer, verb, link, where) == refused(
+        Rules.defaults(), peer, verb, link, where
+    )
 
 
 @settings(max_examples=300, deadline=None)
@@ -92,7 +98,8 @@ def test_allow_iface_flags_equal_their_written_rules(
 ) -> None:
     default = (DEPLOY / "default.toml").read_text()
     written = "".join(
-        f'[[rule]]\nallow = ["up", "down", "set-mtu", "set-can", "restart"]\nnames = ["{g}"]\n'
+        f'[[rule]]\nallow = ["up", "down", "set-mtu", "set-can", "restart", "route"]\n'
+        f'names = ["{g}"]\n'
         for g in globs
     )
     flags = load(default, allow_iface=globs)
@@ -113,21 +120,26 @@ rules_strategy = st.lists(
         ),
         st.lists(st.sampled_from(["*", "can*", "vcan0", "lo"]), max_size=2).map(tuple),
         st.frozensets(st.sampled_from(["vcan", "can", "veth", "none"])),
+        st.none(),
+        st.just("generated"),
+        st.frozensets(places, min_size=1),
     ),
     max_size=5,
 ).map(tuple)
 
 
 @settings(max_examples=500, deadline=None)
-@given(rules_strategy, peers, verbs, links)
+@given(rules_strategy, peers, verbs, links, places)
 def test_no_rule_lifts_the_floor_or_anothers_ownership(
-    rules: tuple[Rule, ...], peer: PeerCredentials, verb: Verb, link: LinkRef
+    rules: tuple[Rule, ...], peer: PeerCredentials, verb: Verb, link: LinkRef, where: Where
 ) -> None:
     policy = Policy(Rules(rules), DATABASE)
-    refusal = policy.refusal(peer, verb, link)
-    if verb in (Verb.CREATE, Verb.DELETE) and link.kind != "vcan":
-        assert refusal is not None  # hycan creates and deletes vcans only
+    refusal = policy.refusal(peer, verb, link, where)
+    if verb in (Verb.CREATE, Verb.DELETE) and link.kind not in ("vcan", "vxcan"):
+        assert refusal is not None  # hycan creates and deletes vcans and vxcans only
     owner = {"hycan owner=1001": 1001, "hycan owner=2001 lease=1.1": 2001}.get(link.alias or "")
+    if where is Where.OWN:
+        owner = None  # in the peer's own namespace an alias proves nothing: rules decide
     if refusal is None and owner is not None and verb is not Verb.CREATE:
         assert peer.uid in (owner, 0)  # root is the only admin here
 

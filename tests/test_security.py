@@ -89,7 +89,7 @@ def test_outsider_is_refused_and_nothing_changes(
     [
         ("up", "lo", "vcan links nobody owns and names matching veth0"),
         ("down", "veth1", "vcan links nobody owns and names matching veth0"),
-        ("delete", "veth0", "only deletes vcan links"),
+        ("delete", "veth0", "only deletes vcan and vxcan links"),
     ],
 )
 def test_member_is_refused_unlisted_links(

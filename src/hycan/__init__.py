@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
-from hycan._status import LinkEntry, LinkStatus
+from hycan._status import LinkEntry, LinkStatus, RouteEntry
 from hycan._sync.client import DaemonClient, Netlink
 from hycan.errors import (
     AlreadyExists,
@@ -63,6 +63,7 @@ __all__ = [
     "OperationFailed",
     "PermissionDenied",
     "ProtocolError",
+    "RouteEntry",
     "Timeout",
     "__version__",
 ]

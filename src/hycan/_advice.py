@@ -13,7 +13,7 @@ import os
 
 OS_RELEASE = "/etc/os-release"
 _CONTAINER_MARKERS = ("/run/systemd/container", "/.dockerenv", "/run/.containerenv")
-_AT_BOOT = "add `vcan` to /etc/modules-load.d/hycan.conf to load it at every boot"
+_MODULES_LOAD = "/etc/modules-load.d/hycan.conf"
 
 
 def _os_release() -> dict[str, str]:
@@ -34,23 +34,24 @@ def _in_container() -> bool:
 
 
 @functools.cache
-def vcan_missing() -> str:
-    """What to tell a user whose kernel has no vcan module loaded, on this system."""
-    base = "not supported: the vcan kernel module is not loaded"
+def module_missing(module: str = "vcan") -> str:
+    """What to tell a user whose kernel has the CAN ``module`` (vcan, vxcan, can-gw) not
+    loaded, on this system."""
+    base = f"not supported: the {module} kernel module is not loaded"
+    at_boot = f"add `{module}` to {_MODULES_LOAD} to load it at every boot"
+    load = f"`sudo modprobe {module}`"
     if _in_container():
         return (
             f"{base}, and inside a container only the host can load it: on the host run "
-            f"`sudo modprobe vcan` ({_AT_BOOT} there)"
+            f"{load} ({at_boot} there)"
         )
     release = _os_release()
     family = {release.get("ID", ""), *release.get("ID_LIKE", "").split()}
     if "ubuntu" in family:
         return (
-            f"{base}: run `sudo modprobe vcan`; if it is not found, install it with "
-            f"`sudo apt install linux-modules-extra-$(uname -r)` ({_AT_BOOT})"
+            f"{base}: run {load}; if it is not found, install it with "
+            f"`sudo apt install linux-modules-extra-$(uname -r)` ({at_boot})"
         )
     if "debian" in family:
-        return (
-            f"{base}: run `sudo modprobe vcan` (Debian's linux-image package ships it; {_AT_BOOT})"
-        )
-    return f"{base}: run `sudo modprobe vcan` (your kernel package provides it; {_AT_BOOT})"
+        return f"{base}: run {load} (Debian's linux-image package ships it; {at_boot})"
+    return f"{base}: run {load} (your kernel package provides it; {at_boot})"

@@ -9,18 +9,21 @@ from __future__ import annotations
 
 import errno
 import json
+import os
 import struct
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple
 
 from hycan import __version__
-from hycan._advice import vcan_missing
-from hycan._canconfig import CanSettings, json_object
+from hycan._advice import module_missing
+from hycan._canconfig import CanSettings
+from hycan._netns import Netns, NotANetns, Where, classify
 from hycan._owner import Owner, holder_alive, owner_of, this_process
+from hycan._payloads import create_options, list_after, no_payload, route_options
 from hycan._peercred import PeerCredentials
 from hycan._protocol import PROTOCOL_VERSION, Op, Request, Response, failure, ok
 from hycan._status import COMPACT as _COMPACT
-from hycan.backends.base import Backend, LinkRef
+from hycan.backends.base import Backend, LinkRef, Route
 from hycan.daemon.policy import VERB_OF_OP, Policy, Rules, Verb
 from hycan.errors import (
     AlreadyExists,
@@ -48,7 +51,14 @@ _FAILURE = {
     Op.CAN_RESTART: ("restarting", ErrorCode.RTNL_LINK_ADD),
     Op.CREATE_LINK: ("creating", ErrorCode.RTNL_LINK_ADD),
     Op.LIST: ("listing links", ErrorCode.INTERNAL),
+    Op.NETNS: ("entering the network namespace for", ErrorCode.INTERNAL),
+    Op.ROUTE: ("routing from", ErrorCode.RTNL_LINK_ADD),
+    Op.ROUTES: ("listing routes", ErrorCode.INTERNAL),
 }
+# What the kernel cannot do to a link of another namespace from outside it (it takes no
+# IFLA_TARGET_NETNSID on a change; entering would need CAP_SYS_ADMIN).
+_CHANGES = frozenset({Op.INTERFACE_UP, Op.INTERFACE_DOWN, Op.SET_MTU, Op.SET_CAN, Op.CAN_RESTART})
+MAX_NAMESPACES = 8  # network namespaces one connection may enter
 _CAN_OPS = (Op.SET_CAN, Op.CAN_RESTART)
 _LIST_PAGE = 60_000  # bytes of LIST entries per reply (a reply holds at most 65535)
 _MTU = struct.Struct("<I")
@@ -62,26 +72,60 @@ class Answer(NamedTuple):
     link: str | None = None
 
 
+class Place(NamedTuple):
+    """A network namespace a connection entered, and the backend that acts in it."""
+
+    netns: Netns
+    backend: Backend
+
+
 class Session:
     """One client connection as the handler sees it: who asks (the peer's credentials
-    from the kernel) and the links it leases (ifindex -> link), which go when it ends."""
+    from the kernel), where its requests act (``place``: a network namespace it passed,
+    None for the daemon's), and what it leases, which goes when it ends: links by
+    (namespace inode, 0 for the daemon's; ifindex), and CAN gateway routes."""
 
-    __slots__ = ("leases", "peer")
+    __slots__ = ("leases", "peer", "pending_fd", "place", "places", "routes")
 
     def __init__(self, peer: PeerCredentials) -> None:
         self.peer = peer
-        self.leases: dict[int, LinkRef] = {}
+        self.leases: dict[tuple[int, int], LinkRef] = {}
+        self.routes: list[Route] = []
+        self.place: Place | None = None
+        self.places: dict[int, Place] = {}  # by namespace inode: every one entered
+        self.pending_fd: int | None = None  # received with the bytes, for the next NETNS
+
+    @property
+    def holds(self) -> bool:
+        """Whether closing this connection deletes something (links or routes)."""
+        return bool(self.leases or self.routes)
+
+    def receive_fd(self, fd: int) -> None:
+        """Keep a descriptor the client sent (SCM_RIGHTS) for its NETNS request; one
+        waiting descriptor at most, the older one is closed."""
+        self.drop_fd()
+        self.pending_fd = fd
+
+    def drop_fd(self) -> None:
+        """Close a received descriptor no NETNS request took."""
+        fd, self.pending_fd = self.pending_fd, None
+        if fd is not None:
+            os.close(fd)
 
 
 class _Call:
-    """One request being performed; remembers the link its name resolved to."""
+    """One request being performed; remembers the link its name resolved to, and where."""
 
-    __slots__ = ("link", "request", "session")
+    __slots__ = ("backend", "key", "link", "request", "session", "where")
 
-    def __init__(self, request: Request, session: Session) -> None:
+    def __init__(self, request: Request, session: Session, backend: Backend) -> None:
         self.request = request
         self.session = session
         self.link: LinkRef | None = None
+        place = session.place
+        self.backend = place.backend if place is not None else backend
+        self.key = place.netns.inode if place is not None else 0
+        self.where = place.netns.where if place is not None else Where.HOST
 
 
 _OpFunction = Callable[["Handler", _Call], str]
@@ -105,19 +149,23 @@ class Handler:
         policy: Policy | None = None,
         backend_name: str = "netlink",
         lease_holder: str | None = None,
+        classify_netns: Callable[[int, int], Netns] = classify,
     ) -> None:
         self.backend = backend
         self.backend_name = backend_name
         self.policy = policy or Policy(Rules.defaults())  # the daemon's, without flags
         self.lease_holder = lease_holder or this_process()
+        self.classify_netns = classify_netns
         self._owned: dict[int, int] | None = None  # ifindex -> owner uid, once counted
+        # Leased links in "other" namespaces, which take no alias: (inode, ifindex) -> uid.
+        self._foreign: dict[tuple[int, int], int] = {}
         self._ping = json.dumps(
             {"protocol": PROTOCOL_VERSION, "version": __version__, "backend": backend_name}
         )
 
     def answer(self, request: Request, session: Session) -> Answer:
         """Perform ``request`` for ``session``: its response, and which link it acted on."""
-        call = _Call(request, session)
+        call = _Call(request, session, self.backend)
         try:
             response = ok(_OPS[request.op](self, call))
         except HycanError as exc:
@@ -131,12 +179,25 @@ class Handler:
         return Answer(response, link.name)
 
     def release(self, session: Session) -> list[tuple[str, str | None]]:
-        """Delete every link ``session`` leases (its connection ended): (name, None) for
-        each one deleted or already gone, (name, reason) for one the kernel kept."""
+        """End ``session`` (its connection ended): delete every route and link it leases
+        and close the namespaces it entered. (name, None) for each link or route deleted
+        or already gone, (name, reason) for one the kernel kept."""
         done: list[tuple[str, str | None]] = []
+        routes, session.routes = session.routes, []
+        for route in routes:
+            done.append((self._route_name(route), self._delete_route_quietly(route)))
         leases, session.leases = session.leases, {}
-        for link in leases.values():
-            done.append((link.name, self._delete_quietly(link)))
+        try:
+            for (key, _), link in leases.items():
+                place = session.places.get(key)
+                backend = place.backend if place is not None else self.backend
+                done.append((link.name, self._delete_quietly(link, backend, key)))
+        finally:
+            session.drop_fd()
+            places, session.places, session.place = session.places, {}, None
+            for place in places.values():
+                place.backend.close()
+                os.close(place.netns.fd)
         return done
 
     def release_orphans(self) -> list[tuple[str, str | None]]:
@@ -153,26 +214,56 @@ class Handler:
             done.append((status.name, self._delete_quietly(link)))
         return done
 
-    def _delete_quietly(self, link: LinkRef) -> str | None:
+    def _delete_quietly(
+        self, link: LinkRef, backend: Backend | None = None, key: int = 0
+    ) -> str | None:
         try:
-            self.backend.delete_link(link)
+            (backend or self.backend).delete_link(link)
         except OSError as exc:
             if exc.errno != errno.ENODEV:
                 return exc.strerror or str(exc)
-        self._forget(link.ifindex)
+        self._forget(key, link.ifindex)
+        return None
+
+    def _delete_route_quietly(self, route: Route) -> str | None:
+        try:
+            self.backend.delete_route(route)
+        except OSError as exc:
+            # The kernel removes a route with either of its links (ENODEV / no such job).
+            if exc.errno not in (errno.ENODEV, errno.EINVAL, errno.ENOENT):
+                return exc.strerror or str(exc)
         return None
 
     def _resolve(self, call: _Call) -> LinkRef:
-        """The link the request's name means (remembered for the audit trail)."""
-        link = call.link = self.backend.resolve(call.request.ifname)
+        """The link the request's name means where the call acts (remembered for the
+        audit trail). In an "other" namespace, a link this daemon leased there carries
+        its owner from the daemon's memory (the kernel takes no alias there)."""
+        link = call.link = call.backend.resolve(call.request.ifname)
+        uid = self._foreign.get((call.key, link.ifindex)) if call.key else None
+        if uid is not None:
+            link = call.link = link._replace(alias=Owner(uid, self.lease_holder).alias())
         return link
 
     def _target(self, call: _Call) -> LinkRef:
         """The link the request's name means, once the policy allows the op on it."""
         link = self._resolve(call)
-        refusal = self.policy.refusal(call.session.peer, VERB_OF_OP[call.request.op], link)
+        op = call.request.op
+        refusal = self.policy.refusal(call.session.peer, VERB_OF_OP[op], link, call.where)
         if refusal is not None:
             raise PermissionDenied(refusal)
+        if call.key and op in _CHANGES:
+            hint = (
+                f"you hold CAP_NET_ADMIN in it: change {link.name} yourself (`ip link set "
+                f"{link.name} ...` inside), or"
+                if call.where is Where.OWN
+                else "instead,"
+            )
+            raise NotSupported(
+                f"not supported: {link.name} is in another network namespace, and the "
+                f"kernel changes a link only from inside its namespace, which "
+                f"hycan-daemon (CAP_NET_ADMIN only) cannot enter; {hint} create it "
+                "already up (`up` on create) or delete and create it again"
+            )
         return link
 
     def _ping_op(self, call: _Call) -> str:
@@ -182,46 +273,100 @@ class Handler:
         return self._create(call, "vcan", lease=False)
 
     def _create_link(self, call: _Call) -> str:
-        kind, lease = _create_options(call.request.payload)
-        return self._create(call, kind, lease=lease)
+        kind, lease, peer, up = create_options(call.request.payload)
+        return self._create(call, kind, lease=lease, peer=peer, up=up)
 
-    def _create(self, call: _Call, kind: str, *, lease: bool) -> str:
+    def _create(
+        self, call: _Call, kind: str, *, lease: bool, peer: str | None = None, up: bool = False
+    ) -> str:
         name = call.request.ifname
-        peer = call.session.peer
-        decision = self.policy.decide(peer, Verb.CREATE, LinkRef(0, name, kind))
+        creds = call.session.peer
+        if (peer is not None) != (kind == "vxcan"):
+            raise InvalidArgument(
+                'a vxcan needs "peer", the name of its other end in the daemon\'s network '
+                "namespace (and only a vxcan has one)"
+            )
+        decision = self.policy.decide(creds, Verb.CREATE, LinkRef(0, name, kind), call.where)
         if decision.refusal is not None:
             raise PermissionDenied(decision.refusal)
-        quota = self.policy.max_links(peer, decision)
-        if quota is not None and (have := self._owned_by(peer.uid, quota)) >= quota:
-            if self.backend.status(name).exists:  # asking for an existing one is no new link
+        if peer is not None:
+            refusal = self.policy.refusal(creds, Verb.CREATE, LinkRef(0, peer, kind))
+            if refusal is not None:
+                raise PermissionDenied(refusal)
+        foreign = call.where is Where.OTHER and peer is None  # no alias there: lease it
+        if foreign and not lease and not self.policy.is_admin(creds):
+            raise InvalidArgument(
+                f"refusing to create {name}: in a network namespace you do not own, hycan "
+                "cannot record that it is yours, so it must be leased (it goes when this "
+                "connection closes): create it with lease"
+            )
+        counted = call.where is not Where.OWN or peer is not None
+        quota = self.policy.max_links(creds, decision) if counted else None
+        if quota is not None and (have := self._owned_by(creds.uid, quota)) >= quota:
+            if call.backend.status(name).exists:  # asking for an existing one is no new link
                 return self._exists(call, kind, lease=lease)
             raise DaemonBusy(
-                f"refusing to create {name}: {self.policy.database.describe(peer.uid)} "
+                f"refusing to create {name}: {self.policy.database.describe(creds.uid)} "
                 f"already owns {have} links and may own at most {quota} (the daemon's link "
                 "quota: --max-links-per-uid or the policy's max_links); delete some first "
                 "(`hycan list` shows them)"
             )
         try:
-            self.backend.add_link(name, kind)
-        except FileExistsError:
+            call.backend.add_link(name, kind, peer=peer, up=up)
+        except OSError as exc:
+            if exc.errno == errno.EOPNOTSUPP and kind in ("vcan", "vxcan"):
+                raise NotSupported(module_missing(kind)) from None
+            if not isinstance(exc, FileExistsError):
+                raise
+            if peer is not None and call.backend.status(name).exists is False:
+                raise AlreadyExists(
+                    f"{peer} already exists in the daemon's network namespace: pick another "
+                    "peer name"
+                ) from None
             return self._exists(call, kind, lease=lease)
-        owner = Owner(peer.uid, self.lease_holder if lease else None)
-        link = self._record(name, owner)
-        call.link = link
+        owner = Owner(creds.uid, self.lease_holder if lease else None)
+        link = call.link = self._record(call, name, owner)
+        held = [(call.key, link)]
+        if peer is not None:
+            held.append((0, self._record_peer(call, link, peer, owner)))
         if lease:
-            call.session.leases[link.ifindex] = link
-            return f"{name} created (leased: deleted when this connection closes)"
-        return f"{name} created"
+            call.session.leases.update(((key, ref.ifindex), ref) for key, ref in held)
+        ends = f"{name} and its peer {peer}" if peer is not None else name
+        state = " (up)" if up else ""
+        if lease:
+            return f"{ends} created{state} (leased: deleted when this connection closes)"
+        return f"{ends} created{state}"
 
-    def _record(self, name: str, owner: Owner) -> LinkRef:
-        """Write ``owner`` into the new link ``name``; a link whose owner cannot be recorded
-        is deleted again (it would belong to nobody)."""
+    def _record(self, call: _Call, name: str, owner: Owner) -> LinkRef:
+        """Write ``owner`` into the new link ``name`` where the call acts; a link whose
+        owner cannot be recorded is deleted again (it would belong to nobody). In a
+        namespace the peer owns, nothing is recorded (everything there is its own); in
+        another, the kernel takes no alias, so a leased link is remembered here."""
+        link = call.backend.resolve(name)
+        if call.where is Where.OWN:
+            return link
+        if call.where is Where.OTHER:
+            self._foreign[(call.key, link.ifindex)] = owner.uid
+            return link._replace(alias=owner.alias())
         alias = owner.alias()
-        link = self.backend.resolve(name)
         try:
-            self.backend.set_alias(link, alias)
+            call.backend.set_alias(link, alias)
         except BaseException:
             self._delete_quietly(link)
+            raise
+        if self._owned is not None:
+            self._owned[link.ifindex] = owner.uid
+        return link._replace(alias=alias)
+
+    def _record_peer(self, call: _Call, end: LinkRef, peer: str, owner: Owner) -> LinkRef:
+        """Record ``owner`` on a new vxcan's ``peer`` in the daemon's namespace (deleting
+        the pair if that fails)."""
+        try:
+            link = self.backend.resolve(peer)
+            alias = owner.alias()
+            self.backend.set_alias(link, alias)
+        except BaseException:
+            self._delete_quietly(end, call.backend, call.key)
             raise
         if self._owned is not None:
             self._owned[link.ifindex] = owner.uid
@@ -237,7 +382,7 @@ class Handler:
             )
         owner = owner_of(link.alias)
         if lease:
-            if link.ifindex in call.session.leases:
+            if (call.key, link.ifindex) in call.session.leases:
                 return f"{name} already exists ({kind}, leased by this connection)"
             raise AlreadyExists(
                 f"{name} already exists: a leased link must be new (it would be deleted "
@@ -254,9 +399,10 @@ class Handler:
         handler; a count at the quota is taken again from the kernel (links may have been
         deleted behind the daemon's back)."""
         owned = self._owned
-        if owned is None or _count(owned, uid) >= quota:
+        foreign = _count(self._foreign, uid)
+        if owned is None or _count(owned, uid) + foreign >= quota:
             owned = self._owned = self._count_owners()
-        return _count(owned, uid)
+        return _count(owned, uid) + foreign
 
     def _count_owners(self) -> dict[int, int]:
         owned: dict[int, int] = {}
@@ -266,14 +412,16 @@ class Handler:
                 owned[status.ifindex] = owner.uid
         return owned
 
-    def _forget(self, ifindex: int) -> None:
-        if self._owned is not None:
+    def _forget(self, key: int, ifindex: int) -> None:
+        if key:
+            self._foreign.pop((key, ifindex), None)
+        elif self._owned is not None:
             self._owned.pop(ifindex, None)
 
     def _up_down(self, call: _Call) -> str:
         link = self._target(call)
         up = call.request.op is Op.INTERFACE_UP
-        self.backend.set_up(link, up)
+        call.backend.set_up(link, up)
         return f"{link.name} is {'up' if up else 'down'}"
 
     def _set_mtu(self, call: _Call) -> str:
@@ -282,30 +430,34 @@ class Handler:
             raise InvalidArgument("invalid SET_MTU payload: expected the MTU as u32 LE")
         (mtu,) = _MTU.unpack(payload)
         link = self._target(call)
-        self.backend.set_mtu(link, mtu)
+        call.backend.set_mtu(link, mtu)
         return f"{link.name} mtu {mtu}"
 
     def _set_can(self, call: _Call) -> str:
         settings = CanSettings.from_payload(call.request.payload)
         link = self._target(call)
-        self.backend.set_can(link, settings)
+        call.backend.set_can(link, settings)
         return f"{link.name} CAN settings applied: {settings.to_payload().decode()}"
 
     def _restart(self, call: _Call) -> str:
         link = self._target(call)
-        self.backend.restart_can(link)
+        call.backend.restart_can(link)
         return f"{link.name} restarted"
 
     def _delete(self, call: _Call) -> str:
         link = self._target(call)
-        self.backend.delete_link(link)
-        self._forget(link.ifindex)
-        call.session.leases.pop(link.ifindex, None)
+        call.backend.delete_link(link)
+        self._forget(call.key, link.ifindex)
+        call.session.leases.pop((call.key, link.ifindex), None)
         return f"{link.name} deleted"
 
     def _status(self, call: _Call) -> str:
-        status = self.backend.status(call.request.ifname)
-        owner = owner_of(status.alias)
+        status = call.backend.status(call.request.ifname)
+        if call.key and status.ifindex is not None:
+            uid = self._foreign.get((call.key, status.ifindex))
+            if uid is not None:
+                status = status._replace(alias=Owner(uid, self.lease_holder).alias())
+        owner = owner_of(status.alias) if call.where is not Where.OWN else None
         if owner is not None:
             status = status._replace(owner=owner.uid, lease=owner.lease is not None)
         elif status.exists:
@@ -313,19 +465,25 @@ class Handler:
         return status.to_json()
 
     def _list(self, call: _Call) -> str:
-        after = _list_after(call.request.payload)
+        after = list_after(call.request.payload)
         peer = call.session.peer
         admin = self.policy.is_admin(peer)
         entries: list[str] = []
         size = last = 0
         more = False
-        for status in sorted(self.backend.links(), key=lambda s: s.ifindex or 0):
+        for status in sorted(call.backend.links(), key=lambda s: s.ifindex or 0):
             index = status.ifindex or 0
             if index <= after:
                 continue
-            link = LinkRef(index, status.name, status.kind, status.alias)
-            may = self.policy.allowed(peer, link)
-            owner = owner_of(status.alias)
+            alias = status.alias
+            if call.key:
+                uid = self._foreign.get((call.key, index))
+                alias = Owner(uid, self.lease_holder).alias() if uid is not None else alias
+            link = LinkRef(index, status.name, status.kind, alias)
+            may = self.policy.allowed(peer, link, call.where)
+            if call.key:
+                may = [verb for verb in may if verb not in _FOREIGN_CHANGE_VERBS]
+            owner = owner_of(alias) if call.where is not Where.OWN else None
             if not (may or admin):
                 continue
             entry = _COMPACT.encode(
@@ -349,41 +507,132 @@ class Handler:
         following = str(last) if more else "null"
         return f'{{"links":[{",".join(entries)}],"next":{following}}}'
 
+    def _netns(self, call: _Call) -> str:
+        """Act in the network namespace whose descriptor came with this request (none:
+        in the daemon's own) from now on, once the kernel says what it is and the policy
+        admits the peer to that kind of namespace."""
+        session = call.session
+        fd, session.pending_fd = session.pending_fd, None
+        try:
+            no_payload(call.request.payload, "NETNS")
+            if fd is None:
+                session.place = None
+                return '{"netns":"host","inode":null,"owner":null}'
+            try:
+                netns = self.classify_netns(fd, session.peer.uid)
+            except NotANetns as exc:
+                raise InvalidArgument(f"refusing NETNS: {exc}") from None
+            refusal = self.policy.entry_refusal(session.peer, netns.where, netns.owner)
+            if refusal is not None:
+                raise PermissionDenied(refusal)
+            place = session.places.get(netns.inode)
+            if netns.where is not Where.HOST and place is None:
+                if len(session.places) >= MAX_NAMESPACES:
+                    raise DaemonBusy(
+                        f"refusing NETNS: this connection already uses {MAX_NAMESPACES} "
+                        "network namespaces (the most one may); use another connection"
+                    )
+                place = Place(netns, self.backend.for_netns(netns))
+                session.places[netns.inode] = place
+                fd = None  # the place keeps it (closed when the session ends)
+        finally:
+            if fd is not None:
+                os.close(fd)
+        session.place = place if netns.where is not Where.HOST else None
+        return _COMPACT.encode(
+            {"netns": netns.where.value, "inode": netns.inode, "owner": netns.owner}
+        )
 
-def _count(owned: dict[int, int], uid: int) -> int:
+    def _route(self, call: _Call) -> str:
+        """Add or delete the CAN gateway route(s) between two links of the daemon's
+        namespace (whatever namespace the connection acts in)."""
+        options = route_options(call.request.payload)
+        src = call.link = self.backend.resolve(call.request.ifname)
+        try:
+            dst = self.backend.resolve(options.dst)
+        except OSError as exc:
+            raise kernel_error(Op.ROUTE, options.dst, exc) from None
+        refusal = self.policy.route_refusal(call.session.peer, src, dst)
+        if refusal is not None:
+            raise PermissionDenied(refusal)
+        one = Route(src.ifindex, dst.ifindex, options.can_id, options.mask, options.fd)
+        routes = [one, one._replace(src=dst.ifindex, dst=src.ifindex)] if options.both else [one]
+        arrow = "<->" if options.both else "->"
+        what = f"{src.name} {arrow} {dst.name}"
+        session = call.session
+        if not options.add:
+            for route in routes:
+                try:
+                    self.backend.delete_route(route)
+                except OSError as exc:
+                    if exc.errno not in (errno.EINVAL, errno.ENOENT):
+                        raise
+                    raise InvalidArgument(
+                        f"no such route {what}: a delete must name the same links, CAN-ID "
+                        "filter and fd setting as the add (`hycan route list` shows them)"
+                    ) from None
+                session.routes = [r for r in session.routes if not r.same_job(route)]
+            return f"route {what} deleted"
+        done: list[Route] = []
+        try:
+            for route in routes:
+                self.backend.add_route(route)
+                done.append(route)
+        except OSError as exc:
+            for route in done:
+                self._delete_route_quietly(route)
+            if exc.errno == errno.ENODEV:
+                raise InvalidArgument(
+                    f"cannot route {what}: both ends must be CAN links (vcan, vxcan, can)"
+                ) from None
+            if exc.errno in (errno.EOPNOTSUPP, errno.EPFNOSUPPORT, errno.EAFNOSUPPORT):
+                raise NotSupported(module_missing("can-gw")) from None
+            raise
+        if options.lease:
+            session.routes += routes
+            return f"route {what} added (leased: deleted when this connection closes)"
+        return f"route {what} added"
+
+    def _routes(self, call: _Call) -> str:
+        """The CAN gateway routes that touch a link of the peer's (an admin: all)."""
+        no_payload(call.request.payload, "ROUTES")
+        peer = call.session.peer
+        admin = self.policy.is_admin(peer)
+        links = {s.ifindex: s for s in self.backend.links() if s.ifindex is not None}
+        entries: list[str] = []
+        for route in self.backend.routes():
+            ends = [links.get(route.src), links.get(route.dst)]
+            owners = [owner_of(end.alias) if end is not None else None for end in ends]
+            uids = [owner.uid for owner in owners if owner is not None]
+            if not admin and peer.uid not in uids:
+                continue
+            entries.append(
+                _COMPACT.encode(
+                    {
+                        "src": ends[0].name if ends[0] is not None else str(route.src),
+                        "dst": ends[1].name if ends[1] is not None else str(route.dst),
+                        "can_id": route.can_id,
+                        "mask": route.mask,
+                        "fd": route.fd,
+                        "echo": route.echo,
+                        "handled": route.handled,
+                        "dropped": route.dropped,
+                        "owner": uids[0] if uids else None,
+                        "lease": any(o is not None and o.lease is not None for o in owners)
+                        or any(r.same_job(route) for r in call.session.routes),
+                    }
+                )
+            )
+        return f'{{"routes":[{",".join(entries)}]}}'
+
+    def _route_name(self, route: Route) -> str:
+        """``src->dst`` by names where the links still exist (for the audit trail)."""
+        names = {s.ifindex: s.name for s in self.backend.links()}
+        return f"{names.get(route.src, route.src)}->{names.get(route.dst, route.dst)}"
+
+
+def _count(owned: Mapping[Any, int], uid: int) -> int:
     return sum(1 for owner in owned.values() if owner == uid)
-
-
-def _json_payload(payload: bytes, op: str) -> dict[str, Any]:
-    """A payload that must be a JSON object (empty: ``{}``)."""
-    return json_object(payload, f"invalid {op} payload") if payload else {}
-
-
-def _create_options(payload: bytes) -> tuple[str, bool]:
-    """CREATE_LINK's ``{"kind": "vcan", "lease": bool}``: (kind, lease)."""
-    data = _json_payload(payload, "CREATE_LINK")
-    unknown = sorted(set(data) - {"kind", "lease"})
-    if unknown:
-        raise InvalidArgument(
-            f"invalid CREATE_LINK payload: unknown key {json.dumps(unknown[0])[:40]} "
-            "(known: kind, lease)"
-        )
-    kind = data.get("kind", "vcan")
-    lease = data.get("lease", False)
-    if type(kind) is not str or type(lease) is not bool:
-        raise InvalidArgument(
-            'invalid CREATE_LINK payload: "kind" must be a string and "lease" true or false'
-        )
-    return kind, lease
-
-
-def _list_after(payload: bytes) -> int:
-    """LIST's ``{"after": ifindex}`` (0 when absent): where the page starts."""
-    data = _json_payload(payload, "LIST")
-    after = data.get("after", 0)
-    if set(data) - {"after"} or type(after) is not int or not 0 <= after <= 0x7FFFFFFF:
-        raise InvalidArgument('invalid LIST payload: expected {"after": IFINDEX} or nothing')
-    return after
 
 
 _OPS: dict[Op, _OpFunction] = {
@@ -398,7 +647,11 @@ _OPS: dict[Op, _OpFunction] = {
     Op.DELETE: Handler._delete,
     Op.STATUS: Handler._status,
     Op.LIST: Handler._list,
+    Op.NETNS: Handler._netns,
+    Op.ROUTE: Handler._route,
+    Op.ROUTES: Handler._routes,
 }
+_FOREIGN_CHANGE_VERBS = frozenset(VERB_OF_OP[op] for op in _CHANGES)
 
 
 def kernel_error(op: Op, name: str, exc: OSError) -> HycanError:
@@ -415,7 +668,7 @@ def kernel_error(op: Op, name: str, exc: OSError) -> HycanError:
             "in this network namespace"
         )
     if code == errno.EOPNOTSUPP and op in (Op.CREATE_VCAN, Op.CREATE_LINK):
-        return NotSupported(vcan_missing())
+        return NotSupported(module_missing())
     if code == errno.EOPNOTSUPP and op in _CAN_OPS:
         return NotSupported(
             f"not supported: {name} does not support these CAN settings (a vcan has no "

@@ -47,11 +47,14 @@ class Op(enum.IntEnum):
     # payload ops (0x40-0x7f)
     SET_MTU = 0x40  # payload: mtu u32 LE
     SET_CAN = 0x41  # payload: JSON object of CAN settings (see docs/protocol.md)
-    CREATE_LINK = 0x42  # payload: JSON object {"kind": "vcan", "lease": bool}
+    CREATE_LINK = 0x42  # payload: JSON {"kind", "lease", "peer", "up"}
     LIST = 0x43  # payload: JSON object {"after": ifindex} (or empty); name empty
+    NETNS = 0x44  # a network namespace fd by SCM_RIGHTS (none: the daemon's); name empty
+    ROUTE = 0x45  # name: source link; payload: JSON {"action", "dst", "both", "can_id", ...}
+    ROUTES = 0x46  # list CAN gateway routes; name and payload empty
 
 
-_NAMELESS_OPS: Final = frozenset({Op.PING, Op.LIST})
+_NAMELESS_OPS: Final = frozenset({Op.PING, Op.LIST, Op.NETNS, Op.ROUTES})
 _OPS: Final = {int(op): op for op in Op}  # faster than Op(code) on the hot path
 
 

@@ -193,3 +193,52 @@ def _describe(value: object) -> str:
     if isinstance(value, list | dict):
         return "an array" if isinstance(value, list) else "an object"
     return json.dumps(value)[:40]
+
+
+class RouteEntry(NamedTuple):
+    """One CAN gateway route of a ROUTES reply: what ``hycan route list`` shows."""
+
+    src: str  # the link frames come from (its ifindex as text if it is gone)
+    dst: str  # the link they are sent on
+    can_id: int | None  # filter: only frames whose ID matches can_id under mask
+    mask: int | None
+    fd: bool  # CAN FD frames (else classic ones)
+    echo: bool  # local sockets on dst see routed frames
+    handled: int  # frames routed so far
+    dropped: int  # frames the kernel could not route
+    owner: int | None  # uid owning one end
+    lease: bool  # whether it goes when a connection closes
+
+    def to_dict(self) -> dict[str, Any]:
+        """The entry under its wire names (as in the ROUTES JSON)."""
+        return self._asdict()
+
+
+_ROUTE_FIELDS: _FieldSpec = {
+    "src": (str, True),
+    "dst": (str, True),
+    "can_id": (int, False),
+    "mask": (int, False),
+    "fd": (bool, True),
+    "echo": (bool, True),
+    "handled": (int, True),
+    "dropped": (int, True),
+    "owner": (int, False),
+    "lease": (bool, True),
+}
+
+
+def parse_routes(text: str) -> list[RouteEntry]:
+    """Parse a ROUTES message (anything unexpected raises ``ProtocolError``)."""
+    data = _json_object("ROUTES", text)
+    routes = data.get("routes")
+    if type(routes) is not list:
+        raise _malformed("ROUTES", 'expected {"routes": [...]}')
+    entries = []
+    for item in routes:
+        if type(item) is not dict:
+            raise _malformed("ROUTES", "an entry is not an object")
+        _check_fields("ROUTES", item, _ROUTE_FIELDS)
+        values: dict[str, Any] = {key: item.get(key) for key in _ROUTE_FIELDS}
+        entries.append(RouteEntry(**values))
+    return entries

@@ -81,13 +81,21 @@ def local_session() -> Session:
     return Session(PeerCredentials(os.getpid(), os.geteuid(), os.getegid(), tuple(os.getgroups())))
 
 
-def handle_locally(handler: Handler, session: Session, frame: bytes) -> Response:
-    """Run one encoded request through ``handler`` exactly as the daemon would."""
+def handle_locally(
+    handler: Handler, session: Session, frame: bytes, fd: int | None = None
+) -> Response:
+    """Run one encoded request through ``handler`` exactly as the daemon would (a passed
+    ``fd`` is duplicated, as the kernel does for SCM_RIGHTS)."""
+    if fd is not None:
+        session.receive_fd(os.dup(fd))
     decoder = RequestDecoder()
     decoder.receive_data(frame)
     event = decoder.next_event()
     if isinstance(event, Request):
-        return handler.answer(event, session).response
+        try:
+            return handler.answer(event, session).response
+        finally:
+            session.drop_fd()
     if isinstance(event, BadRequest):
         return failure(event.code, event.message)
     raise AssertionError("a client frame is always complete")

@@ -8,20 +8,26 @@ Lines marked ``# sync-only:`` become code in the sync version; blocks between
 
 from __future__ import annotations
 
+import os
 import struct
 from types import TracebackType
 from typing import Any, Self
 
 from hycan._async.transport import AsyncLocalTransport, AsyncSocketTransport, clock
 from hycan._names import encode_name
+from hycan._netns import identity_of, open_netns
 from hycan._paths import client_socket
 from hycan._protocol import Op, Response, encode_request
 from hycan._status import COMPACT as _COMPACT
-from hycan._status import LinkEntry, LinkStatus, parse_list, ping_info
+from hycan._status import LinkEntry, LinkStatus, RouteEntry, parse_list, parse_routes, ping_info
 from hycan._transport_common import ConnectionLost, fallback_wanted, local_handler
 from hycan.errors import DaemonUnavailable, LeaseLost, ProtocolError, error_for_code
 
 DEFAULT_TIMEOUT = 5.0
+NetnsArg = int | str | None
+"""A network namespace: an open descriptor of it, a path (``/proc/PID/ns/net``,
+``/run/netns/NAME``), or None for the daemon's own."""
+_NETNS_FRAME = encode_request(Op.NETNS, b"", b"")
 
 
 class AsyncDaemonClient:
@@ -54,6 +60,8 @@ class AsyncDaemonClient:
         # sync-only: self._socket = SocketTransport(choice.path, choice.tried, daemon_uid, timeout)
         self._transport: AsyncSocketTransport | AsyncLocalTransport = self._socket
         self._leases: list[str] = []  # links this connection leases, oldest first
+        # Where the daemon's session acts: (connection generation, namespace identity).
+        self._netns: tuple[int, tuple[int, int] | None] = (0, None)
 
     @property
     def timeout(self) -> float:
@@ -84,8 +92,11 @@ class AsyncDaemonClient:
         """The links this connection leases (deleted by the daemon when it closes)."""
         return tuple(self._leases)
 
-    async def request(self, op: int, name: str = "", payload: bytes = b"") -> Response:
+    async def request(
+        self, op: int, name: str = "", payload: bytes = b"", *, netns: NetnsArg = None
+    ) -> Response:
         """Send one request and return its success response; failures raise ``HycanError``.
+        ``netns``: the network namespace it acts in (None: the daemon's).
 
         A connection that held leases is never replaced silently: once it is gone (the
         daemon restarted, a call timed out), the next call raises :class:`LeaseLost`,
@@ -97,17 +108,36 @@ class AsyncDaemonClient:
             self._check_leases()
             await self._connect(deadline)
         try:
-            response = await self._transport.roundtrip(frame, deadline)
+            response = await self._call(frame, deadline, netns)
         except ConnectionLost:
             # The daemon restarted since our last call: one transparent reconnect, in the
             # time this call has left (unless leases went with the old connection).
             self._check_leases()
             if not self._transport.connected:
                 await self._connect(deadline)
-            response = await self._transport.roundtrip(frame, deadline)
+            response = await self._call(frame, deadline, netns)
         if not response.success:
             raise error_for_code(response.code, response.message)
         return response
+
+    async def _call(self, frame: bytes, deadline: float, netns: NetnsArg) -> Response:
+        """One request, after telling the daemon where it acts if that changed (NETNS,
+        with the namespace's descriptor: once per namespace switch, not per call)."""
+        transport = self._transport
+        identity = identity_of(netns) if netns is not None else None
+        if self._netns != (transport.generation, identity) and (
+            identity is not None or self._netns[1] is not None
+        ):
+            fd, close = open_netns(netns) if netns is not None else (None, False)
+            try:
+                entered = await transport.roundtrip(_NETNS_FRAME, deadline, fd)
+            finally:
+                if close and fd is not None:
+                    os.close(fd)
+            if not entered.success:
+                raise error_for_code(entered.code, entered.message)
+            self._netns = (transport.generation, identity)
+        return await transport.roundtrip(frame, deadline)
 
     def _check_leases(self) -> None:
         if self._leases:
@@ -122,25 +152,106 @@ class AsyncDaemonClient:
         """Create vcan ``name`` (a no-op if that vcan exists); returns the daemon's message."""
         return (await self.request(Op.CREATE_VCAN, name)).message
 
-    async def create_vcan(self, name: str, *, lease: bool = False) -> str:
+    async def create_vcan(
+        self, name: str, *, lease: bool = False, netns: NetnsArg = None, up: bool = False
+    ) -> str:
         """Create vcan ``name``, owned by this user. With ``lease=True`` it must be new and
         the daemon deletes it when this connection closes, however that happens (``close``,
-        exit, crash, SIGKILL); without, an existing vcan is left as it is."""
-        if not lease:
+        exit, crash, SIGKILL); without, an existing vcan is left as it is. ``netns``: the
+        network namespace to create it in; ``up``: bring it up in the same kernel call
+        (the only way to bring up a link of another namespace from outside it)."""
+        if not (lease or up or netns is not None):
             return await self.create(name)
-        payload = _COMPACT.encode({"kind": "vcan", "lease": True}).encode()
-        message = (await self.request(Op.CREATE_LINK, name, payload)).message
-        if name not in self._leases:
+        options = {"kind": "vcan", "lease": lease, "up": up}
+        return await self._create_link(name, options, netns)
+
+    async def create_vxcan(
+        self,
+        name: str,
+        *,
+        peer: str,
+        netns: NetnsArg = None,
+        lease: bool = False,
+        up: bool = True,
+    ) -> str:
+        """Create a vxcan pair: ``name`` in ``netns`` (a sandbox's or container's network
+        namespace) and ``peer`` in the daemon's, both owned by this user; a frame sent on
+        one end arrives on the other. ``up`` brings both up; ``lease`` deletes the pair
+        when this connection closes. Route ``peer`` to a host link with :meth:`add_route`."""
+        options = {"kind": "vxcan", "lease": lease, "up": up, "peer": peer}
+        message = await self._create_link(name, options, netns)
+        if up:
+            await self.up(peer)
+        return message
+
+    async def _create_link(self, name: str, options: dict[str, Any], netns: NetnsArg) -> str:
+        payload = _COMPACT.encode(options).encode()
+        message = (await self.request(Op.CREATE_LINK, name, payload, netns=netns)).message
+        if options["lease"] and name not in self._leases:
             self._leases.append(name)
         return message
 
-    async def list_links(self) -> list[LinkEntry]:
-        """The links this user may act on (an admin: all), with owner and lease."""
+    async def add_route(
+        self,
+        src: str,
+        dst: str,
+        *,
+        both: bool = False,
+        can_id: int | None = None,
+        mask: int | None = None,
+        fd: bool = False,
+        lease: bool = False,
+    ) -> str:
+        """Route CAN frames received on link ``src`` to ``dst`` (both in the daemon's
+        namespace; one must be yours, e.g. your vxcan's peer) through the kernel's CAN
+        gateway; ``both``: and back. ``can_id``/``mask`` pass only matching IDs (``mask``
+        defaults to exactly ``can_id``); ``fd`` routes CAN FD frames instead of classic
+        ones; ``lease``: the route goes when this connection closes."""
+        return await self._route("add", src, dst, both, can_id, mask, fd, lease)
+
+    async def remove_route(
+        self,
+        src: str,
+        dst: str,
+        *,
+        both: bool = False,
+        can_id: int | None = None,
+        mask: int | None = None,
+        fd: bool = False,
+    ) -> str:
+        """Delete the route(s) :meth:`add_route` made with the same arguments."""
+        return await self._route("del", src, dst, both, can_id, mask, fd, False)
+
+    async def _route(
+        self,
+        action: str,
+        src: str,
+        dst: str,
+        both: bool,
+        can_id: int | None,
+        mask: int | None,
+        fd: bool,
+        lease: bool,
+    ) -> str:
+        options = {"action": action, "dst": dst, "both": both, "fd": fd, "lease": lease}
+        if can_id is not None:
+            options.update(can_id=can_id, mask=mask)
+        payload = _COMPACT.encode(options).encode()
+        return (await self.request(Op.ROUTE, src, payload)).message
+
+    async def routes(self) -> list[RouteEntry]:
+        """The CAN gateway routes that touch one of your links (an admin: all)."""
+        return parse_routes((await self.request(Op.ROUTES)).message)
+
+    async def list_links(self, *, netns: NetnsArg = None) -> list[LinkEntry]:
+        """The links this user may act on (an admin: all), with owner and lease, in
+        ``netns`` (None: the daemon's network namespace)."""
         entries: list[LinkEntry] = []
         after = 0
         while True:
             payload = _COMPACT.encode({"after": after}).encode()
-            page, following = parse_list((await self.request(Op.LIST, "", payload)).message)
+            reply = await self.request(Op.LIST, "", payload, netns=netns)
+            page, following = parse_list(reply.message)
             entries += page
             if following is None:
                 return entries
@@ -156,16 +267,16 @@ class AsyncDaemonClient:
         """Bring link ``name`` down."""
         return (await self.request(Op.INTERFACE_DOWN, name)).message
 
-    async def delete(self, name: str) -> str:
-        """Delete vcan ``name`` (other kinds of link are never deleted)."""
-        message = (await self.request(Op.DELETE, name)).message
+    async def delete(self, name: str, *, netns: NetnsArg = None) -> str:
+        """Delete vcan or vxcan ``name`` (of ``netns``; other kinds are never deleted)."""
+        message = (await self.request(Op.DELETE, name, netns=netns)).message
         if name in self._leases:
             self._leases.remove(name)
         return message
 
-    async def status(self, name: str) -> LinkStatus:
-        """Describe link ``name`` (``exists=False`` if there is none)."""
-        return LinkStatus.from_json((await self.request(Op.STATUS, name)).message)
+    async def status(self, name: str, *, netns: NetnsArg = None) -> LinkStatus:
+        """Describe link ``name`` of ``netns`` (``exists=False`` if there is none)."""
+        return LinkStatus.from_json((await self.request(Op.STATUS, name, netns=netns)).message)
 
     async def set_mtu(self, name: str, mtu: int) -> str:
         """Set the MTU: 16 (classic CAN) or 72 (CAN FD) for a vcan, which must be down."""

@@ -42,6 +42,7 @@ class AsyncSocketTransport:
         self._tried = tried
         self._daemon_uid = daemon_uid
         self._lock = trio.Lock()
+        self.generation = 0  # connections opened so far
         self._sock: socket.socket | None = None
         self._decoder = ResponseDecoder()
 
@@ -70,14 +71,16 @@ class AsyncSocketTransport:
             raise
         self._sock = sock
         self._decoder = ResponseDecoder()
+        self.generation += 1  # a new connection: a new session in the daemon
 
     @property
     def connected(self) -> bool:
         """Whether a connection is open."""
         return self._sock is not None
 
-    async def roundtrip(self, frame: bytes, deadline: float) -> Response:
-        """Send one request frame and read its response, all by ``deadline``."""
+    async def roundtrip(self, frame: bytes, deadline: float, fd: int | None = None) -> Response:
+        """Send one request frame (with descriptor ``fd`` passed along, by SCM_RIGHTS)
+        and read its response, all by ``deadline``."""
         # A bare CancelScope: fail_after() is a generator-based context manager, which
         # costs more than the rest of an uncontended call's Python code.
         with trio.CancelScope(deadline=deadline):
@@ -92,7 +95,7 @@ class AsyncSocketTransport:
                 assert sock is not None
                 try:
                     try:  # noqa: SIM105 (no context manager per call on the hot path)
-                        await send_all(sock, frame)
+                        await send_all(sock, frame, fd)
                     except (BrokenPipeError, ConnectionResetError):
                         pass  # a daemon that refused us and hung up may have left its answer
                     while True:
@@ -133,6 +136,7 @@ class AsyncLocalTransport:
 
     path = "in-process"
     connected = True
+    generation = 1  # one session, for the transport's life
 
     def __init__(self, handler: Handler) -> None:
         self._handler = handler
@@ -141,9 +145,9 @@ class AsyncLocalTransport:
     async def connect(self, deadline: float) -> None:
         """Nothing to connect."""
 
-    async def roundtrip(self, frame: bytes, deadline: float) -> Response:
+    async def roundtrip(self, frame: bytes, deadline: float, fd: int | None = None) -> Response:
         """Handle one request frame in-process (netlink answers in microseconds)."""
-        return handle_locally(self._handler, self._session, frame)
+        return handle_locally(self._handler, self._session, frame, fd)
 
     async def aclose(self) -> None:
         """Delete the links leased in-process and release the netlink socket."""

@@ -9,20 +9,26 @@ Lines marked ``# sync-only:`` become code in the sync version; blocks between
 
 from __future__ import annotations
 
+import os
 import struct
 from types import TracebackType
 from typing import Any, Self
 
 from hycan._sync.transport import LocalTransport, SocketTransport, clock
 from hycan._names import encode_name
+from hycan._netns import identity_of, open_netns
 from hycan._paths import client_socket
 from hycan._protocol import Op, Response, encode_request
 from hycan._status import COMPACT as _COMPACT
-from hycan._status import LinkEntry, LinkStatus, parse_list, ping_info
+from hycan._status import LinkEntry, LinkStatus, RouteEntry, parse_list, parse_routes, ping_info
 from hycan._transport_common import ConnectionLost, fallback_wanted, local_handler
 from hycan.errors import DaemonUnavailable, LeaseLost, ProtocolError, error_for_code
 
 DEFAULT_TIMEOUT = 5.0
+NetnsArg = int | str | None
+"""A network namespace: an open descriptor of it, a path (``/proc/PID/ns/net``,
+``/run/netns/NAME``), or None for the daemon's own."""
+_NETNS_FRAME = encode_request(Op.NETNS, b"", b"")
 
 
 class DaemonClient:
@@ -52,6 +58,8 @@ class DaemonClient:
         self._socket = SocketTransport(choice.path, choice.tried, daemon_uid, timeout)
         self._transport: SocketTransport | LocalTransport = self._socket
         self._leases: list[str] = []  # links this connection leases, oldest first
+        # Where the daemon's session acts: (connection generation, namespace identity).
+        self._netns: tuple[int, tuple[int, int] | None] = (0, None)
 
     @property
     def timeout(self) -> float:
@@ -82,8 +90,11 @@ class DaemonClient:
         """The links this connection leases (deleted by the daemon when it closes)."""
         return tuple(self._leases)
 
-    def request(self, op: int, name: str = "", payload: bytes = b"") -> Response:
+    def request(
+        self, op: int, name: str = "", payload: bytes = b"", *, netns: NetnsArg = None
+    ) -> Response:
         """Send one request and return its success response; failures raise ``HycanError``.
+        ``netns``: the network namespace it acts in (None: the daemon's).
 
         A connection that held leases is never replaced silently: once it is gone (the
         daemon restarted, a call timed out), the next call raises :class:`LeaseLost`,
@@ -95,17 +106,36 @@ class DaemonClient:
             self._check_leases()
             self._connect(deadline)
         try:
-            response = self._transport.roundtrip(frame, deadline)
+            response = self._call(frame, deadline, netns)
         except ConnectionLost:
             # The daemon restarted since our last call: one transparent reconnect, in the
             # time this call has left (unless leases went with the old connection).
             self._check_leases()
             if not self._transport.connected:
                 self._connect(deadline)
-            response = self._transport.roundtrip(frame, deadline)
+            response = self._call(frame, deadline, netns)
         if not response.success:
             raise error_for_code(response.code, response.message)
         return response
+
+    def _call(self, frame: bytes, deadline: float, netns: NetnsArg) -> Response:
+        """One request, after telling the daemon where it acts if that changed (NETNS,
+        with the namespace's descriptor: once per namespace switch, not per call)."""
+        transport = self._transport
+        identity = identity_of(netns) if netns is not None else None
+        if self._netns != (transport.generation, identity) and (
+            identity is not None or self._netns[1] is not None
+        ):
+            fd, close = open_netns(netns) if netns is not None else (None, False)
+            try:
+                entered = transport.roundtrip(_NETNS_FRAME, deadline, fd)
+            finally:
+                if close and fd is not None:
+                    os.close(fd)
+            if not entered.success:
+                raise error_for_code(entered.code, entered.message)
+            self._netns = (transport.generation, identity)
+        return transport.roundtrip(frame, deadline)
 
     def _check_leases(self) -> None:
         if self._leases:
@@ -120,25 +150,106 @@ class DaemonClient:
         """Create vcan ``name`` (a no-op if that vcan exists); returns the daemon's message."""
         return (self.request(Op.CREATE_VCAN, name)).message
 
-    def create_vcan(self, name: str, *, lease: bool = False) -> str:
+    def create_vcan(
+        self, name: str, *, lease: bool = False, netns: NetnsArg = None, up: bool = False
+    ) -> str:
         """Create vcan ``name``, owned by this user. With ``lease=True`` it must be new and
         the daemon deletes it when this connection closes, however that happens (``close``,
-        exit, crash, SIGKILL); without, an existing vcan is left as it is."""
-        if not lease:
+        exit, crash, SIGKILL); without, an existing vcan is left as it is. ``netns``: the
+        network namespace to create it in; ``up``: bring it up in the same kernel call
+        (the only way to bring up a link of another namespace from outside it)."""
+        if not (lease or up or netns is not None):
             return self.create(name)
-        payload = _COMPACT.encode({"kind": "vcan", "lease": True}).encode()
-        message = (self.request(Op.CREATE_LINK, name, payload)).message
-        if name not in self._leases:
+        options = {"kind": "vcan", "lease": lease, "up": up}
+        return self._create_link(name, options, netns)
+
+    def create_vxcan(
+        self,
+        name: str,
+        *,
+        peer: str,
+        netns: NetnsArg = None,
+        lease: bool = False,
+        up: bool = True,
+    ) -> str:
+        """Create a vxcan pair: ``name`` in ``netns`` (a sandbox's or container's network
+        namespace) and ``peer`` in the daemon's, both owned by this user; a frame sent on
+        one end arrives on the other. ``up`` brings both up; ``lease`` deletes the pair
+        when this connection closes. Route ``peer`` to a host link with :meth:`add_route`."""
+        options = {"kind": "vxcan", "lease": lease, "up": up, "peer": peer}
+        message = self._create_link(name, options, netns)
+        if up:
+            self.up(peer)
+        return message
+
+    def _create_link(self, name: str, options: dict[str, Any], netns: NetnsArg) -> str:
+        payload = _COMPACT.encode(options).encode()
+        message = (self.request(Op.CREATE_LINK, name, payload, netns=netns)).message
+        if options["lease"] and name not in self._leases:
             self._leases.append(name)
         return message
 
-    def list_links(self) -> list[LinkEntry]:
-        """The links this user may act on (an admin: all), with owner and lease."""
+    def add_route(
+        self,
+        src: str,
+        dst: str,
+        *,
+        both: bool = False,
+        can_id: int | None = None,
+        mask: int | None = None,
+        fd: bool = False,
+        lease: bool = False,
+    ) -> str:
+        """Route CAN frames received on link ``src`` to ``dst`` (both in the daemon's
+        namespace; one must be yours, e.g. your vxcan's peer) through the kernel's CAN
+        gateway; ``both``: and back. ``can_id``/``mask`` pass only matching IDs (``mask``
+        defaults to exactly ``can_id``); ``fd`` routes CAN FD frames instead of classic
+        ones; ``lease``: the route goes when this connection closes."""
+        return self._route("add", src, dst, both, can_id, mask, fd, lease)
+
+    def remove_route(
+        self,
+        src: str,
+        dst: str,
+        *,
+        both: bool = False,
+        can_id: int | None = None,
+        mask: int | None = None,
+        fd: bool = False,
+    ) -> str:
+        """Delete the route(s) :meth:`add_route` made with the same arguments."""
+        return self._route("del", src, dst, both, can_id, mask, fd, False)
+
+    def _route(
+        self,
+        action: str,
+        src: str,
+        dst: str,
+        both: bool,
+        can_id: int | None,
+        mask: int | None,
+        fd: bool,
+        lease: bool,
+    ) -> str:
+        options = {"action": action, "dst": dst, "both": both, "fd": fd, "lease": lease}
+        if can_id is not None:
+            options.update(can_id=can_id, mask=mask)
+        payload = _COMPACT.encode(options).encode()
+        return (self.request(Op.ROUTE, src, payload)).message
+
+    def routes(self) -> list[RouteEntry]:
+        """The CAN gateway routes that touch one of your links (an admin: all)."""
+        return parse_routes((self.request(Op.ROUTES)).message)
+
+    def list_links(self, *, netns: NetnsArg = None) -> list[LinkEntry]:
+        """The links this user may act on (an admin: all), with owner and lease, in
+        ``netns`` (None: the daemon's network namespace)."""
         entries: list[LinkEntry] = []
         after = 0
         while True:
             payload = _COMPACT.encode({"after": after}).encode()
-            page, following = parse_list((self.request(Op.LIST, "", payload)).message)
+            reply = self.request(Op.LIST, "", payload, netns=netns)
+            page, following = parse_list(reply.message)
             entries += page
             if following is None:
                 return entries
@@ -154,16 +265,16 @@ class DaemonClient:
         """Bring link ``name`` down."""
         return (self.request(Op.INTERFACE_DOWN, name)).message
 
-    def delete(self, name: str) -> str:
-        """Delete vcan ``name`` (other kinds of link are never deleted)."""
-        message = (self.request(Op.DELETE, name)).message
+    def delete(self, name: str, *, netns: NetnsArg = None) -> str:
+        """Delete vcan or vxcan ``name`` (of ``netns``; other kinds are never deleted)."""
+        message = (self.request(Op.DELETE, name, netns=netns)).message
         if name in self._leases:
             self._leases.remove(name)
         return message
 
-    def status(self, name: str) -> LinkStatus:
-        """Describe link ``name`` (``exists=False`` if there is none)."""
-        return LinkStatus.from_json((self.request(Op.STATUS, name)).message)
+    def status(self, name: str, *, netns: NetnsArg = None) -> LinkStatus:
+        """Describe link ``name`` of ``netns`` (``exists=False`` if there is none)."""
+        return LinkStatus.from_json((self.request(Op.STATUS, name, netns=netns)).message)
 
     def set_mtu(self, name: str, mtu: int) -> str:
         """Set the MTU: 16 (classic CAN) or 72 (CAN FD) for a vcan, which must be down."""

@@ -8,6 +8,7 @@ import threading
 import time
 from typing import TYPE_CHECKING
 
+from hycan._netns import rights
 from hycan._protocol import Response, ResponseDecoder
 from hycan._transport_common import (
     RECV_SIZE,
@@ -64,6 +65,7 @@ class SocketTransport:
         self._timeout = timeout
         self._daemon_uid = daemon_uid
         self._lock = threading.Lock()
+        self.generation = 0  # connections opened so far
         self._sock: socket.socket | None = None
         self._armed = timeout  # the kernel timeouts set on self._sock
         self._full = timeout - SLACK  # armed below this: restore after the call
@@ -99,6 +101,7 @@ class SocketTransport:
             sock.close()
             raise
         self._sock, self._armed, self._decoder = sock, armed, ResponseDecoder()
+        self.generation += 1  # a new connection: a new session in the daemon
         return sock
 
     @property
@@ -106,8 +109,9 @@ class SocketTransport:
         """Whether a connection is open."""
         return self._sock is not None
 
-    def roundtrip(self, frame: bytes, deadline: float) -> Response:
-        """Send one request frame and read its response, all by ``deadline``."""
+    def roundtrip(self, frame: bytes, deadline: float, fd: int | None = None) -> Response:
+        """Send one request frame (with descriptor ``fd`` passed along, by SCM_RIGHTS)
+        and read its response, all by ``deadline``."""
         lock = self._lock
         # prompt: the lock came at once, so until this call waits the armed timeout fits
         prompt = lock.acquire(False)
@@ -118,6 +122,8 @@ class SocketTransport:
             if sock is None:
                 prompt, sock = False, self._open(deadline)
             try:
+                if fd is not None:
+                    frame, prompt = frame[sock.sendmsg([frame], rights(fd)) :], False
                 return self._exchange(sock, frame, deadline, prompt)
             except BlockingIOError:  # SO_RCVTIMEO/SO_SNDTIMEO expired: the deadline passed
                 self.close()
@@ -187,6 +193,7 @@ class LocalTransport:
 
     path = "in-process"
     connected = True
+    generation = 1  # one session, for the transport's life
 
     def __init__(self, handler: Handler) -> None:
         self._handler = handler
@@ -195,9 +202,9 @@ class LocalTransport:
     def connect(self, deadline: float) -> None:
         """Nothing to connect."""
 
-    def roundtrip(self, frame: bytes, deadline: float) -> Response:
+    def roundtrip(self, frame: bytes, deadline: float, fd: int | None = None) -> Response:
         """Handle one request frame in-process."""
-        return handle_locally(self._handler, self._session, frame)
+        return handle_locally(self._handler, self._session, frame, fd)
 
     def close(self) -> None:
         """Delete the links leased in-process and release the netlink socket."""

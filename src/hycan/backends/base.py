@@ -15,10 +15,11 @@ from typing import TYPE_CHECKING, NamedTuple, Protocol
 
 from hycan._status import LinkStatus
 
-__all__ = ["Backend", "LinkRef", "LinkStatus"]
+__all__ = ["Backend", "LinkRef", "LinkStatus", "Route"]
 
 if TYPE_CHECKING:
     from hycan._canconfig import CanSettings
+    from hycan._netns import Netns
 
 
 class LinkRef(NamedTuple):
@@ -30,11 +31,36 @@ class LinkRef(NamedTuple):
     alias: str | None = None  # IFLA_IFALIAS: where hycan records a link's owner (_owner)
 
 
+class Route(NamedTuple):
+    """A CAN gateway route (one can-gw job): frames received on link ``src`` (an ifindex)
+    whose CAN ID matches ``can_id``/``mask`` (None: every frame) are sent on ``dst``; CAN
+    FD frames if ``fd``, else classic ones. ``echo``: local sockets on ``dst`` see them.
+    ``handled`` and ``dropped`` are the kernel's frame counters (ignored when matching)."""
+
+    src: int
+    dst: int
+    can_id: int | None = None
+    mask: int | None = None
+    fd: bool = False
+    echo: bool = True
+    handled: int = 0
+    dropped: int = 0
+
+    def same_job(self, other: Route) -> bool:
+        """Whether both describe one kernel job (counters aside)."""
+        return self[:6] == other[:6]
+
+
 class Backend(Protocol):
     """Kernel-facing primitives. Errors are ``OSError`` with the kernel's errno."""
 
-    def add_link(self, name: str, kind: str) -> None:
-        """Create a link of ``kind`` (EEXIST if the name is taken, EOPNOTSUPP if unknown)."""
+    def add_link(self, name: str, kind: str, peer: str | None = None, up: bool = False) -> None:
+        """Create a link of ``kind`` (EEXIST if the name is taken, EOPNOTSUPP if unknown),
+        up at once if ``up``. A vxcan gets its ``peer`` end in the daemon's namespace."""
+
+    def for_netns(self, netns: Netns) -> Backend:
+        """The same primitives acting in network namespace ``netns`` (a new backend the
+        caller closes; ``netns.fd`` must stay open while it is used)."""
 
     def resolve(self, name: str) -> LinkRef:
         """The link the kernel means by ``name`` (its name or an altname); ENODEV if none."""
@@ -59,6 +85,15 @@ class Backend(Protocol):
 
     def restart_can(self, link: LinkRef) -> None:
         """Restart a bus-off CAN controller (EBUSY if it is not bus-off)."""
+
+    def add_route(self, route: Route) -> None:
+        """Add a CAN gateway route (ENODEV: no such link; EOPNOTSUPP: can-gw missing)."""
+
+    def delete_route(self, route: Route) -> None:
+        """Delete the CAN gateway job ``route`` describes (EINVAL if there is none)."""
+
+    def routes(self) -> list[Route]:
+        """Every CAN->CAN gateway route of the namespace."""
 
     def status(self, name: str) -> LinkStatus:
         """Describe a link; ``exists=False`` if there is none."""

@@ -8,12 +8,15 @@ from dataclasses import dataclass
 from typing import Any
 
 from hycan._canconfig import CanSettings
-from hycan.backends.base import LinkRef, LinkStatus
+from hycan._netns import Netns
+from hycan.backends.base import LinkRef, LinkStatus, Route
 
 CAN_MTU, CANFD_MTU = 16, 72
 
 # Default MTU of a new link by kind, as the kernel sets it (vcan defaults to CAN FD).
-_DEFAULT_MTU = {"vcan": 72, "veth": 1500, "bridge": 1500}
+_DEFAULT_MTU = {"vcan": 72, "vxcan": 72, "veth": 1500, "bridge": 1500}
+_PAIRED = frozenset({"vxcan", "veth"})  # kinds created with a peer, deleted with it
+_CAN_KINDS = frozenset({"vcan", "vxcan", "can"})  # what a CAN gateway route may join
 
 
 @dataclass
@@ -24,6 +27,7 @@ class _Link:
     up: bool = False
     can: dict[str, Any] | None = None
     alias: str | None = None
+    peer: tuple[MemoryBackend, int] | None = None  # a pair's other end: (namespace, index)
 
 
 def _default_can() -> dict[str, Any]:
@@ -47,25 +51,56 @@ class MemoryBackend:
 
     ``vcan_available=False`` simulates a kernel without the vcan module. Links may carry
     altnames (:meth:`add_altname`), which name them everywhere a name is accepted, as in Linux.
+    Other network namespaces (:meth:`for_netns`) start with only ``lo`` (down), like new
+    ones in Linux; a vxcan or veth created in one has its peer here. CAN gateway routes
+    exist in this (the daemon's) namespace only, and go with either of their links.
     """
 
-    def __init__(self, *, vcan_available: bool = True) -> None:
+    def __init__(self, *, vcan_available: bool = True, host: MemoryBackend | None = None) -> None:
         self.vcan_available = vcan_available
-        self._links: dict[str, _Link] = {
-            "lo": _Link(1, None, 65536, up=True),
-            "eth0": _Link(2, None, 1500, up=True),
-        }
+        self._host = host  # the daemon's namespace, for a namespace made by for_netns
+        self._namespaces: dict[int, MemoryBackend] = {}
+        self.route_table: list[Route] = []
+        self._links: dict[str, _Link] = (
+            {"lo": _Link(1, None, 65536)}
+            if host is not None
+            else {"lo": _Link(1, None, 65536, up=True), "eth0": _Link(2, None, 1500, up=True)}
+        )
         self._altnames: dict[str, str] = {}  # altname -> the link's name
         self._by_index = {link.index: name for name, link in self._links.items()}
         self._next_index = 3
 
-    def add_link(self, name: str, kind: str) -> None:
-        """Create a link; EEXIST if taken, EOPNOTSUPP for kinds this kernel lacks."""
-        if kind not in _DEFAULT_MTU or (kind == "vcan" and not self.vcan_available):
+    def for_netns(self, netns: Netns) -> MemoryBackend:
+        """The namespace ``netns`` names (made on first use, kept like a kernel's)."""
+        host = self._host or self
+        found = host._namespaces.get(netns.inode)
+        if found is None:
+            found = host._namespaces[netns.inode] = MemoryBackend(
+                vcan_available=self.vcan_available, host=host
+            )
+        return found
+
+    def add_link(self, name: str, kind: str, peer: str | None = None, up: bool = False) -> None:
+        """Create a link (up at once if ``up``); EEXIST if taken, EOPNOTSUPP for kinds this
+        kernel lacks. A vxcan or veth gets its ``peer`` in the daemon's namespace."""
+        can_module = kind in ("vcan", "vxcan")
+        if kind not in _DEFAULT_MTU or (can_module and not self.vcan_available):
             raise _fail(errno.EOPNOTSUPP, name)
-        if name in self._links or name in self._altnames:
-            raise _fail(errno.EEXIST, name)
-        self._add(name, _Link(self._next_index, kind, _DEFAULT_MTU[kind]))
+        if peer is not None and kind not in _PAIRED:
+            raise _fail(errno.EINVAL, name)
+        host = self._host or self
+        taken = [(self, name)] + ([(host, peer)] if peer is not None else [])
+        for space, wanted in taken:
+            if wanted in space._links or wanted in space._altnames:
+                raise _fail(errno.EEXIST, wanted)
+        if peer is not None and host is self and peer == name:
+            raise _fail(errno.EEXIST, peer)
+        link = _Link(self._next_index, kind, _DEFAULT_MTU[kind], up=up)
+        self._add(name, link)
+        if peer is not None:
+            other = _Link(host._next_index, kind, _DEFAULT_MTU[kind], peer=(self, link.index))
+            host._add(peer, other)
+            link.peer = (host, other.index)
 
     def add_altname(self, name: str, altname: str) -> None:
         """Give link ``name`` another name, as ``ip link property add ... altname`` does."""
@@ -93,12 +128,44 @@ class MemoryBackend:
         self._at(link)[1].up = up
 
     def delete_link(self, link: LinkRef) -> None:
-        """Remove a link; ENODEV if gone, EOPNOTSUPP for devices that can't be deleted."""
+        """Remove a link (and a pair's peer); ENODEV if gone, EOPNOTSUPP for devices that
+        can't be deleted."""
         name, found = self._at(link)
         if found.kind is None:
             raise _fail(errno.EOPNOTSUPP, name)
-        del self._links[name], self._by_index[found.index]
+        self._remove(name, found)
+        if found.peer is not None:
+            space, index = found.peer
+            peer_name = space._by_index.get(index)
+            if peer_name is not None:
+                space._remove(peer_name, space._links[peer_name])
+
+    def _remove(self, name: str, link: _Link) -> None:
+        del self._links[name], self._by_index[link.index]
         self._altnames = {alt: own for alt, own in self._altnames.items() if own != name}
+        self.route_table = [r for r in self.route_table if link.index not in (r.src, r.dst)]
+
+    def add_route(self, route: Route) -> None:
+        """Add a CAN gateway route; ENODEV unless both ends are CAN links here."""
+        if self._host is not None:
+            raise _fail(errno.EOPNOTSUPP, "route")
+        for index in (route.src, route.dst):
+            name = self._by_index.get(index)
+            if name is None or self._links[name].kind not in _CAN_KINDS:
+                raise _fail(errno.ENODEV, name or str(index))
+        self.route_table.append(route._replace(handled=0, dropped=0))
+
+    def delete_route(self, route: Route) -> None:
+        """Delete the first job ``route`` describes; EINVAL if there is none."""
+        for position, existing in enumerate(self.route_table):
+            if existing.same_job(route):
+                del self.route_table[position]
+                return
+        raise _fail(errno.EINVAL, "route")
+
+    def routes(self) -> list[Route]:
+        """Every CAN gateway route, oldest first."""
+        return list(self.route_table)
 
     def plug_can_adapter(self, name: str) -> None:
         """Simulate hardware: a real CAN controller ``name`` appears (kind "can", down)."""

@@ -45,14 +45,29 @@ from pyroute2.netlink import (
     NLMSG_DONE,
     NLMSG_ERROR,
 )
-from pyroute2.netlink.rtnl import RTM_DELLINK, RTM_GETLINK, RTM_NEWLINK
+from pyroute2.netlink.rtnl import (
+    RTM_DELLINK,
+    RTM_DELROUTE,
+    RTM_GETLINK,
+    RTM_GETNSID,
+    RTM_GETROUTE,
+    RTM_NEWLINK,
+    RTM_NEWNSID,
+    RTM_NEWROUTE,
+)
 from pyroute2.netlink.rtnl.ifinfmsg import IFF_UP, ifinfmsg
+from pyroute2.netlink.rtnl.nsidmsg import nsidmsg
 
 from hycan._canconfig import CanSettings
+from hycan._netns import Netns
+from hycan.backends import _cangw
 from hycan.backends._canlink import can_restart_attrs, can_settings_attrs
 from hycan.backends._linkkinds import LinkKinds
 from hycan.backends._linkmsg import NLMSG_HEADER, U32, parse_link
-from hycan.backends.base import LinkRef, LinkStatus
+from hycan.backends.base import LinkRef, LinkStatus, Route
+
+# A vxcan's IFLA_INFO_DATA is a veth's: VXCAN_INFO_PEER (1) holds the peer's ifinfomsg.
+ifinfmsg.ifinfo.register_link_kind(module={"vxcan": ifinfmsg.ifinfo.veth_data})
 
 _SEQ_OFFSET = 8  # of the sequence number inside the header
 _NLMSG_ERRNO = struct.Struct("=i")
@@ -62,14 +77,67 @@ _MAX_CACHED = 1024  # encoded requests kept (names are client-chosen: bound the 
 
 
 class NetlinkBackend:
-    """rtnetlink link operations on the network namespace the daemon was started in."""
+    """rtnetlink link operations on the network namespace the daemon was started in, or
+    (``netns``, see :meth:`for_netns`) on another one, from the daemon's namespace.
 
-    def __init__(self, *, timeout: float = 5.0) -> None:
+    Another namespace is reached without entering it (that would need CAP_SYS_ADMIN):
+    the namespace gets a netnsid in ours (RTM_NEWNSID, as ``ip netns set`` does), every
+    request carries it as IFLA_TARGET_NETNSID, and a create carries the namespace's
+    descriptor as IFLA_NET_NS_FD, so a vxcan's peer stays here. Such a backend keeps no
+    name cache (no notifications come from there): each name is asked of the kernel.
+    """
+
+    def __init__(self, *, timeout: float = 5.0, netns: Netns | None = None) -> None:
         self._timeout = timeout
         self._seq = 0
         self._encoded: dict[tuple[Any, ...], bytes] = {}
         self._sock, self._poll = self._open()
-        self._kinds = LinkKinds()
+        self._netns = netns
+        self._target: list[Any] = []  # the IFLA_TARGET_NETNSID of every request but creates
+        self._kinds: LinkKinds | None = None
+        if netns is None:
+            self._kinds = LinkKinds()
+        else:
+            try:
+                self._target = [("IFLA_IF_NETNSID", self._netnsid(netns.fd))]
+            except BaseException:
+                self._sock.close()
+                raise
+
+    def for_netns(self, netns: Netns) -> NetlinkBackend:
+        """A backend acting in ``netns`` (its own netlink socket; close it when done)."""
+        return NetlinkBackend(timeout=self._timeout, netns=netns)
+
+    def _netnsid(self, fd: int) -> int:
+        """The id of namespace ``fd`` in ours, assigned if it has none (two calls)."""
+        assign = nsidmsg()
+        assign["attrs"] = [("NETNSA_FD", fd), ("NETNSA_NSID", 0xFFFFFFFF)]  # -1: any free id
+        code, _ = self._exchange(assign, RTM_NEWNSID, NLM_F_ACK)
+        if code and code != errno.EEXIST:
+            raise OSError(code, os.strerror(code), "netnsid")
+        query = nsidmsg()
+        query["attrs"] = [("NETNSA_FD", fd)]
+        code, reply = self._exchange(query, RTM_GETNSID, 0, RTM_NEWNSID)
+        if code or reply is None:
+            raise OSError(code or errno.EPROTO, os.strerror(code or errno.EPROTO), "netnsid")
+        answer = nsidmsg(reply)
+        answer.decode()
+        nsid = answer.get_attr("NETNSA_NSID")
+        if nsid is None or nsid >= 0x80000000:
+            raise OSError(errno.EPROTO, "the kernel gave the namespace no netnsid", "netnsid")
+        return int(nsid)
+
+    def _exchange(
+        self, msg: Any, msg_type: int, nl_flags: int, reply_type: int | None = None
+    ) -> tuple[int, bytes | None]:
+        """Send a pyroute2 message built here; (errno or 0, the reply of ``reply_type``)."""
+        self._seq = self._seq % 0x7FFFFFFF + 1
+        msg["header"]["type"] = msg_type
+        msg["header"]["flags"] = NLM_F_REQUEST | nl_flags
+        msg["header"]["sequence_number"] = self._seq
+        msg.encode()
+        self._sock.send(bytes(msg.data))
+        return self._receive(self._seq, reply_type is None, reply_type=reply_type or RTM_NEWLINK)
 
     def _open(self) -> tuple[socket.socket, select.poll]:
         # Blocking (no socket timeout, which would poll() before every call): sends to the
@@ -80,20 +148,33 @@ class NetlinkBackend:
         poller.register(sock, select.POLLIN)
         return sock, poller
 
-    def add_link(self, name: str, kind: str) -> None:
-        """RTM_NEWLINK with NLM_F_CREATE|NLM_F_EXCL and IFLA_LINKINFO kind."""
-        self._request(RTM_NEWLINK, NLM_F_CREATE | NLM_F_EXCL, name, kind=kind)
+    def add_link(self, name: str, kind: str, peer: str | None = None, up: bool = False) -> None:
+        """RTM_NEWLINK with NLM_F_CREATE|NLM_F_EXCL and IFLA_LINKINFO kind (a vxcan's
+        ``peer`` in VXCAN_INFO_PEER, created in the daemon's namespace); ``up`` sets
+        IFF_UP in the same message (the only way to bring up a link of another namespace
+        from outside it: the kernel takes no IFLA_TARGET_NETNSID on a change)."""
+        self._request(
+            RTM_NEWLINK,
+            NLM_F_CREATE | NLM_F_EXCL,
+            name,
+            kind=kind,
+            peer=peer,
+            flags=IFF_UP if up else None,
+            change=IFF_UP if up else None,
+        )
 
     def resolve(self, name: str) -> LinkRef:
         """The link ``name`` means; ENODEV if none. Answered from :class:`LinkKinds`
         (kept current by link notifications) when it knows, else by RTM_GETLINK."""
-        known = self._kinds.lookup(name)
+        kinds = self._kinds
+        known = kinds.lookup(name) if kinds is not None else None
         if known is None:
             status = self.status(name)
             link = None
             if status.exists and status.ifindex is not None:
                 link = LinkRef(status.ifindex, status.name, status.kind, status.alias)
-            self._kinds.remember(name, link)
+            if kinds is not None:
+                kinds.remember(name, link)
             known = link or False
         if known is False:
             raise OSError(errno.ENODEV, os.strerror(errno.ENODEV), name)
@@ -105,7 +186,8 @@ class NetlinkBackend:
         The kernel announces an alias change only for a link that is up, so the cache is
         told here (see LinkKinds on what that leaves out)."""
         self._request(RTM_NEWLINK, 0, link, attrs=[("IFLA_IFALIAS", alias)])
-        self._kinds.remember(link.name, link._replace(alias=alias or None))
+        if self._kinds is not None:
+            self._kinds.remember(link.name, link._replace(alias=alias or None))
 
     def links(self) -> list[LinkStatus]:
         """Every link of the namespace (an RTM_GETLINK dump, statistics skipped)."""
@@ -135,6 +217,35 @@ class NetlinkBackend:
         """RTM_NEWLINK with IFLA_CAN_RESTART, as ``ip link set NAME type can restart``."""
         self._request(RTM_NEWLINK, 0, link, attrs=can_restart_attrs())
 
+    def add_route(self, route: Route) -> None:
+        """RTM_NEWROUTE of a CAN gateway job (``cangw -A``)."""
+        self._route_request(RTM_NEWROUTE, route)
+
+    def delete_route(self, route: Route) -> None:
+        """RTM_DELROUTE of the job ``route`` describes (``cangw -D``)."""
+        self._route_request(RTM_DELROUTE, route)
+
+    def routes(self) -> list[Route]:
+        """Every CAN->CAN job (an RTM_GETROUTE dump of family AF_CAN, ``cangw -L``)."""
+        found: list[bytes] = []
+        self._route_request(RTM_GETROUTE, None, found)
+        return [route for route in map(_cangw.decode, found) if route is not None]
+
+    def _route_request(
+        self, msg_type: int, route: Route | None, dump: list[bytes] | None = None
+    ) -> None:
+        if self._netns is not None:
+            raise OSError(errno.EOPNOTSUPP, "routes live in the daemon's namespace")
+        self._seq = self._seq % 0x7FFFFFFF + 1
+        try:
+            self._sock.send(_cangw.encode(msg_type, route, self._seq))
+            code, _ = self._receive(self._seq, True, dump, reply_type=RTM_NEWROUTE)
+        except OSError:
+            self._reopen()
+            raise
+        if code:
+            raise OSError(code, os.strerror(code), "route")
+
     def status(self, name: str) -> LinkStatus:
         """RTM_GETLINK by name (statistics skipped); ``exists=False`` on ENODEV."""
         try:
@@ -150,7 +261,8 @@ class NetlinkBackend:
     def close(self) -> None:
         """Close the netlink sockets."""
         self._sock.close()
-        self._kinds.close()
+        if self._kinds is not None:
+            self._kinds.close()
 
     def _build(
         self,
@@ -164,12 +276,13 @@ class NetlinkBackend:
         ext_mask: int | None = None,
         attrs: list[Any] | None = None,
         ack: bool = True,
+        peer: str | None = None,
     ) -> bytes:
         """The request encoded by pyroute2 (sequence number 0), cached per distinct request
         (requests with extra ``attrs``, the rare CAN settings, are not cached). A link is
         addressed by index (a resolved :class:`LinkRef`) or by name (create, status)."""
         index = target.ifindex if isinstance(target, LinkRef) else 0
-        key = (msg_type, nl_flags, index or target, kind, flags, change, ext_mask, ack)
+        key = (msg_type, nl_flags, index or target, kind, flags, change, ext_mask, ack, peer)
         encoded = self._encoded.get(key) if attrs is None else None
         if encoded is not None:
             return encoded
@@ -181,8 +294,15 @@ class NetlinkBackend:
             msg["change"] = change
         nlas: list[Any] = [] if index or not target else [("IFLA_IFNAME", target)]
         nlas += attrs or []
+        if self._netns is not None:
+            creating = nl_flags & NLM_F_CREATE
+            nlas += [("IFLA_NET_NS_FD", self._netns.fd)] if creating else self._target
         if kind is not None:
-            nlas.append(("IFLA_LINKINFO", {"attrs": [("IFLA_INFO_KIND", kind)]}))
+            info: list[Any] = [("IFLA_INFO_KIND", kind)]
+            if peer is not None:
+                peer_info = {"attrs": [("IFLA_IFNAME", peer)]}
+                info.append(("IFLA_INFO_DATA", {"attrs": [("VETH_INFO_PEER", peer_info)]}))
+            nlas.append(("IFLA_LINKINFO", {"attrs": info}))
         if ext_mask is not None:
             nlas.append(("IFLA_EXT_MASK", ext_mask))
         msg["attrs"] = nlas
@@ -228,11 +348,16 @@ class NetlinkBackend:
         return reply
 
     def _receive(
-        self, seq: int, ack: bool, dump: list[bytes] | None = None
+        self,
+        seq: int,
+        ack: bool,
+        dump: list[bytes] | None = None,
+        *,
+        reply_type: int = RTM_NEWLINK,
     ) -> tuple[int, bytes | None]:
-        """Read until the answer to ``seq``: its ACK/error, or (``ack=False``) the link
-        message itself, or (``dump``) every link message up to NLMSG_DONE, appended to
-        ``dump``. Return (errno or 0, RTM_NEWLINK bytes or None)."""
+        """Read until the answer to ``seq``: its ACK/error, or (``ack=False``) the
+        ``reply_type`` message itself, or (``dump``) every such message up to NLMSG_DONE,
+        appended to ``dump``. Return (errno or 0, the message's bytes or None)."""
         reply = None
         while True:
             data = self._recv()
@@ -247,7 +372,7 @@ class NetlinkBackend:
                         return -code, reply
                     if msg_type == NLMSG_DONE:
                         return 0, reply
-                    if msg_type == RTM_NEWLINK:
+                    if msg_type == reply_type:
                         reply = data[offset : offset + length]
                         if dump is not None:
                             dump.append(reply)

@@ -6,7 +6,7 @@ Two questions, both answered without sockets or a kernel:
   ``--allow-uid`` uids and members of ``--group``.
 - **May this peer do this to this link?** (:class:`Policy`) in this order:
 
-  1. The floor, which no rule lifts: hycan creates only vcan links and deletes only vcan
+  1. The floor, which no rule lifts: hycan creates and deletes only vcan and vxcan
      links.
   2. Owners: a link hycan created belongs to the uid that created it (recorded in the
      link's alias, :mod:`hycan._owner`). Its owner may do anything to it; root and hycan
@@ -33,6 +33,7 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+from hycan._netns import Where
 from hycan._owner import owner_of
 from hycan._peercred import PeerCredentials
 from hycan._protocol import Op
@@ -54,6 +55,7 @@ class Verb(enum.StrEnum):
     SET_MTU = "set-mtu"
     SET_CAN = "set-can"  # bitrate, sample point, CAN FD, restart-ms, ...
     RESTART = "restart"
+    ROUTE = "route"  # a CAN gateway route from or to the link
 
 
 ALL_VERBS = frozenset(Verb)
@@ -75,8 +77,10 @@ _PHRASE = {
     Verb.SET_MTU: "set the MTU of",
     Verb.SET_CAN: "set CAN bit timing of",
     Verb.RESTART: "restart",
+    Verb.ROUTE: "route frames from or to",
 }
-CREATABLE = frozenset({"vcan"})  # the kinds of link hycan creates (and so may delete)
+CREATABLE = frozenset({"vcan", "vxcan"})  # the kinds of link hycan creates (and may delete)
+HOST_ONLY = frozenset({Where.HOST})
 
 
 @dataclass(frozen=True, slots=True)
@@ -168,8 +172,10 @@ ROOT_ONLY = Who(frozenset({0}), frozenset())
 class Rule:
     """One rule: ``allow`` (or deny) ``verbs`` to ``who`` on links whose own name matches
     one of ``names`` (globs; none: any name) and whose kind is one of ``kinds`` (none: any
-    kind). ``max_links`` caps what a peer may own when this rule allows its create.
-    ``origin`` says where the rule came from, for messages and ``--check-policy``."""
+    kind), in the kinds of network namespace ``netns`` names (:class:`~hycan._netns.Where`:
+    the daemon's own unless said). ``max_links`` caps what a peer may own when this rule
+    allows its create. ``origin`` says where the rule came from, for messages and
+    ``--check-policy``."""
 
     allow: bool
     verbs: frozenset[Verb]
@@ -178,6 +184,7 @@ class Rule:
     kinds: frozenset[str] = frozenset()
     max_links: int | None = None
     origin: str = ""
+    netns: frozenset[Where] = HOST_ONLY
     _matcher: re.Pattern[str] | None = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -185,9 +192,10 @@ class Rule:
         pattern = "|".join(fnmatch.translate(glob) for glob in self.names)
         object.__setattr__(self, "_matcher", re.compile(pattern) if pattern else None)
 
-    def covers(self, verb: Verb, name: str, kind: str | None) -> bool:
-        """Whether this rule is about ``verb`` on a link named ``name`` of ``kind``."""
-        if verb not in self.verbs:
+    def covers(self, verb: Verb, name: str, kind: str | None, where: Where = Where.HOST) -> bool:
+        """Whether this rule is about ``verb`` on a link named ``name`` of ``kind`` in a
+        namespace of kind ``where``."""
+        if verb not in self.verbs or where not in self.netns:
             return False
         if self.kinds and (kind or NO_KIND) not in self.kinds:
             return False
@@ -201,10 +209,12 @@ class Rule:
             links.append("kind " + " or ".join(sorted(self.kinds)))
         if self.names:
             links.append("name " + " or ".join(self.names))
-        where = " with ".join(links) if links else "any link"
+        what = " with ".join(links) if links else "any link"
+        if self.netns != HOST_ONLY:
+            what += " in " + " or ".join(f"{w.value} namespaces" for w in Where if w in self.netns)
         quota = f", at most {self.max_links} links owned" if self.max_links is not None else ""
         effect = "allow" if self.allow else "deny"
-        return f"{effect} {self.who.describe()}: {verbs} on {where}{quota}"
+        return f"{effect} {self.who.describe()}: {verbs} on {what}{quota}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -226,17 +236,19 @@ class Rules:
         max_links_per_uid: int = DEFAULT_MAX_LINKS,
     ) -> Rules:
         """What hycan-daemon does without a policy file (deploy/policy/default.toml says
-        the same): every admitted peer may create vcans (they are then its own), bring
-        the vcans nobody owns up and down and set their MTU, and act on the links each
-        ``--allow-iface`` glob names (up, down, MTU, CAN settings, restart)."""
+        the same): every admitted peer may create vcans and vxcan pairs (they are then
+        its own), bring the vcans nobody owns up and down, set their MTU and route to
+        them, do anything hycan can in network namespaces it owns, and act on the links
+        each ``--allow-iface`` glob names (up, down, MTU, CAN settings, restart, route)."""
         rules = [
             Rule(True, frozenset({Verb.CREATE}), kinds=CREATABLE, origin="built-in default"),
             Rule(
                 True,
-                frozenset({Verb.UP, Verb.DOWN, Verb.SET_MTU}),
-                kinds=CREATABLE,
+                frozenset({Verb.UP, Verb.DOWN, Verb.SET_MTU, Verb.ROUTE}),
+                kinds=frozenset({"vcan"}),
                 origin="built-in default",
             ),
+            Rule(True, ALL_VERBS, netns=frozenset({Where.OWN}), origin="built-in default"),
         ]
         rules += [iface_rule(glob) for glob in allow_iface]
         return cls(tuple(rules), admins or ROOT_ONLY, max_links_per_uid)
@@ -253,7 +265,7 @@ class Rules:
         return lines
 
 
-IFACE_VERBS = frozenset({Verb.UP, Verb.DOWN, Verb.SET_MTU, Verb.SET_CAN, Verb.RESTART})
+IFACE_VERBS = frozenset({Verb.UP, Verb.DOWN, Verb.SET_MTU, Verb.SET_CAN, Verb.RESTART, Verb.ROUTE})
 
 
 def iface_rule(glob: str) -> Rule:
@@ -298,11 +310,15 @@ class Policy:
         admins = self.rules.admins
         return peer.uid == 0 or (not admins.everyone and admins.matches(peer, self.database))
 
-    def decide(self, peer: PeerCredentials, verb: Verb, link: LinkRef) -> Decision:
-        """May ``peer`` do ``verb`` to ``link`` (for CREATE: the link it would be)?"""
+    def decide(
+        self, peer: PeerCredentials, verb: Verb, link: LinkRef, where: Where = Where.HOST
+    ) -> Decision:
+        """May ``peer`` do ``verb`` to ``link`` (for CREATE: the link it would be) in a
+        network namespace of kind ``where``? In a namespace the peer owns, aliases prove
+        nothing (it can write them itself): only the rules decide there."""
         if verb in (Verb.CREATE, Verb.DELETE) and link.kind not in CREATABLE:
             return Decision(_floor(verb, link))
-        owner = owner_of(link.alias)
+        owner = owner_of(link.alias) if where is not Where.OWN else None
         if owner is not None:
             if owner.uid == peer.uid or self.is_admin(peer):
                 return _YES
@@ -312,7 +328,9 @@ class Policy:
                 "change it"
             )
         for rule in self._by_verb[verb]:
-            if rule.covers(verb, link.name, link.kind) and rule.who.matches(peer, self.database):
+            if rule.covers(verb, link.name, link.kind, where) and rule.who.matches(
+                peer, self.database
+            ):
                 if rule.allow:
                     return Decision(None, rule)
                 return Decision(
@@ -320,19 +338,65 @@ class Policy:
                     f"({self.rules.source})",
                     rule,
                 )
-        return Decision(self._no_rule(verb, link))
+        return Decision(self._no_rule(verb, link, where))
 
-    def refusal(self, peer: PeerCredentials, verb: Verb, link: LinkRef) -> str | None:
+    def refusal(
+        self, peer: PeerCredentials, verb: Verb, link: LinkRef, where: Where = Where.HOST
+    ) -> str | None:
         """None if ``peer`` may do ``verb`` to ``link``, else why not."""
-        return self.decide(peer, verb, link).refusal
+        return self.decide(peer, verb, link, where).refusal
 
-    def allowed(self, peer: PeerCredentials, link: LinkRef) -> list[Verb]:
+    def allowed(
+        self, peer: PeerCredentials, link: LinkRef, where: Where = Where.HOST
+    ) -> list[Verb]:
         """Every verb but CREATE that ``peer`` may do to ``link`` (for LIST)."""
         return [
             verb
             for verb in Verb
-            if verb is not Verb.CREATE and self.decide(peer, verb, link).refusal is None
+            if verb is not Verb.CREATE and self.decide(peer, verb, link, where).refusal is None
         ]
+
+    def entry_refusal(self, peer: PeerCredentials, where: Where, owner: int | None) -> str | None:
+        """None if ``peer`` may act in a network namespace of kind ``where`` at all (root,
+        admins, and whom some rule allows something there), else why not. ``owner`` is
+        the uid that created the namespace's user namespace (None: the initial one)."""
+        if where is Where.HOST or self.is_admin(peer):
+            return None
+        for rule in self.rules.rules:
+            if rule.allow and where in rule.netns and rule.who.matches(peer, self.database):
+                return None
+        whose = (
+            "it belongs to the initial user namespace (a namespace made by root: `ip netns "
+            "add`, a rootful container)"
+            if owner is None
+            else f"its user namespace was made by {self.database.describe(owner)}"
+            if where is Where.OTHER
+            else "it is a namespace of your own"
+        )
+        return (
+            f"refusing to act in this network namespace: {whose}, and no rule of "
+            f"{self.rules.source} admits you to {where.value} namespaces (an admin can add "
+            f'netns = ["{where.value}"] to a rule for you)'
+        )
+
+    def route_refusal(self, peer: PeerCredentials, src: LinkRef, dst: LinkRef) -> str | None:
+        """None if ``peer`` may route CAN frames between ``src`` and ``dst`` (links of the
+        daemon's namespace), else why not: both ends must allow ROUTE, and one end must be
+        the peer's own link (admins: any)."""
+        for end in (src, dst):
+            refusal = self.refusal(peer, Verb.ROUTE, end)
+            if refusal is not None:
+                return refusal
+        if self.is_admin(peer):
+            return None
+        for end in (src, dst):
+            owner = owner_of(end.alias)
+            if owner is not None and owner.uid == peer.uid:
+                return None
+        return (
+            f"refusing to route between {src.name} and {dst.name}: neither is a link of "
+            "yours (a route needs one end you created, such as your vxcan's peer)"
+        )
 
     def max_links(self, peer: PeerCredentials, decision: Decision) -> int | None:
         """How many links ``peer`` may own once ``decision`` allowed a create (None: no
@@ -344,10 +408,15 @@ class Policy:
             return rule.max_links
         return self.rules.max_links_per_uid
 
-    def _no_rule(self, verb: Verb, link: LinkRef) -> str:
+    def _no_rule(self, verb: Verb, link: LinkRef, where: Where) -> str:
         what = f"{link.name} is a {link.kind or 'non-virtual'} link nobody owns"
         if verb is Verb.CREATE:
             what = f"{link.name} is not a name you may create"
+        if where is not Where.HOST:
+            return (
+                f"refusing to {_PHRASE[verb]} {link.name}: no rule of {self.rules.source} "
+                f"allows it in {where.value} network namespaces"
+            )
         if self.rules.source == "built-in defaults":
             globs = [g for r in self.rules.rules if r.origin.startswith("--allow") for g in r.names]
             rule = (
@@ -364,8 +433,8 @@ class Policy:
 
 def _floor(verb: Verb, link: LinkRef) -> str:
     if verb is Verb.CREATE:
-        return f"refusing to create {link.name}: hycan creates only vcan links"
+        return f"refusing to create {link.name}: hycan creates only vcan and vxcan links"
     return (
         f"refusing to delete {link.name}: it is a {link.kind or 'non-virtual'} link "
-        "and hycan only deletes vcan links"
+        "and hycan only deletes vcan and vxcan links"
     )

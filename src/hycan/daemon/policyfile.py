@@ -18,9 +18,11 @@ import tomllib
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from hycan._netns import Where
 from hycan.daemon.policy import (
     ALL_VERBS,
     DEFAULT_MAX_LINKS,
+    HOST_ONLY,
     Rule,
     Rules,
     Verb,
@@ -35,7 +37,7 @@ _KIND = re.compile(r"[a-z0-9_-]{1,15}")
 _GLOB_FORBIDDEN = re.compile(r"[\s/\x00]")
 _TOP_KEYS = {"max_links_per_uid", "admins", "rule"}
 _WHO_KEYS = {"users", "uids", "groups"}
-_RULE_KEYS = _WHO_KEYS | {"allow", "deny", "names", "kinds", "max_links"}
+_RULE_KEYS = _WHO_KEYS | {"allow", "deny", "names", "kinds", "max_links", "netns"}
 
 
 class PolicyFileError(Exception):
@@ -201,6 +203,19 @@ class _Parser:
                     f"bad kind {kind!r}: a link kind such as vcan, can, veth, or none",
                     kind,
                 )
+        netns = set(HOST_ONLY)
+        if "netns" in table:
+            netns = set()
+            for value in self.strings(table, "netns", n):
+                if value not in Where._value2member_map_:
+                    known = ", ".join(w.value for w in Where)
+                    raise self.fail(
+                        n,
+                        "netns",
+                        f"unknown network namespace kind {value!r} (known: {known})",
+                        value,
+                    )
+                netns.add(Where(value))
         quota = None
         if "max_links" in table:
             if effect != "allow" or Verb.CREATE not in verbs:
@@ -214,6 +229,7 @@ class _Parser:
             frozenset(kinds),
             quota,
             f"{self.source}:{self.where.rules[n] + 1 if n < len(self.where.rules) else 1}",
+            frozenset(netns),
         )
 
 

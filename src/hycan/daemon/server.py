@@ -47,7 +47,7 @@ from hycan._protocol import (
     Response,
     failure,
 )
-from hycan._trio_io import receive, send_all
+from hycan._trio_io import receive_with_fds, recv_with_fds, send_all
 from hycan.daemon.audit import SUMMARY_EVERY, AuditLog, Throttle
 from hycan.daemon.policy import AccessPolicy
 from hycan.errors import ErrorCode
@@ -84,16 +84,19 @@ class Limits:
 class _Connection:
     """One client's socket and cancel scope, and whether it is waiting for a request."""
 
-    __slots__ = ("_streak", "idle", "scope", "sock")
+    __slots__ = ("_streak", "idle", "scope", "session", "sock")
 
-    def __init__(self, sock: socket.socket, scope: trio.CancelScope) -> None:
+    def __init__(self, sock: socket.socket, scope: trio.CancelScope, session: Session) -> None:
         self.sock = sock
         self.scope = scope
+        self.session = session
         self.idle = False
         self._streak = 0  # reads in a row that did not wait
 
     async def receive(self, size: int) -> bytes:
-        """The next bytes from the client (b"" at EOF).
+        """The next bytes from the client (b"" at EOF). A descriptor that came with them
+        (SCM_RIGHTS, for NETNS) goes to the session: one at most, and it is closed if
+        no NETNS request of this read takes it.
 
         Tries the socket first: a busy client's next request is often already here, and
         reading it now skips a trip through the event loop. Every ``_STREAK`` such reads
@@ -101,14 +104,19 @@ class _Connection:
         starve the rest (shielded: what was read gets answered).
         """
         try:
-            data = self.sock.recv(size)
+            data, fds = recv_with_fds(self.sock, size)
         except BlockingIOError:
             self._streak = 0
             self.idle = True
             try:
-                return await receive(self.sock, size)
+                data, fds = await receive_with_fds(self.sock, size)
             finally:
                 self.idle = False
+            for fd in fds:
+                self.session.receive_fd(fd)
+            return data
+        for fd in fds:
+            self.session.receive_fd(fd)
         self._streak += 1
         if self._streak == _STREAK:
             self._streak = 0
@@ -251,8 +259,7 @@ class Server:
         finally:
             # However the connection ended (EOF, reset, idle timeout, shutdown, a bug), its
             # leases end with it: synchronous, so no cancellation can cut this short.
-            if session.leases:
-                self._end_leases(session)
+            self._end_leases(session)
             self.clients -= 1
             left = self._per_uid[peer.uid] - 1
             if left:
@@ -262,11 +269,14 @@ class Server:
             self.audit.flush()
 
     def _end_leases(self, session: Session) -> None:
+        """Delete what the session leased; close the namespaces it entered."""
+        if not (session.holds or session.places or session.pending_fd is not None):
+            return
         try:
             for name, problem in self.handler.release(session):
                 self.audit.lease_ended(session.peer, name, problem)
         except Exception:
-            log.exception("unexpected error deleting the leased links of uid %d", session.peer.uid)
+            log.exception("unexpected error ending the leases of uid %d", session.peer.uid)
 
     async def _converse(self, conn: socket.socket, session: Session) -> None:
         peer = session.peer
@@ -280,7 +290,7 @@ class Server:
         # not take longer than idle_timeout to read a reply.
         moved = trio.current_time()
         with trio.CancelScope(deadline=moved + idle_timeout + _DEADLINE_STEP) as scope:
-            connection = _Connection(conn, scope)
+            connection = _Connection(conn, scope, session)
             self._connections.add(connection)
             more = False  # requests may be left in the decoder after a turn's batch
             try:
@@ -294,12 +304,14 @@ class Server:
                             return
                         decoder.receive_data(data)
                     replies, fault, more = self._answer_batch(decoder, session)
+                    if not more and session.pending_fd is not None:
+                        session.drop_fd()  # sent with a request that was not NETNS
                     if replies:
-                        if session.leases:
+                        if session.holds:
                             scope.deadline = trio.current_time() + idle_timeout
                         await send_all(conn, b"".join(replies))
                         now = trio.current_time()
-                        if session.leases:
+                        if session.holds:
                             scope.deadline = math.inf
                         elif now - moved >= _DEADLINE_STEP or scope.deadline == math.inf:
                             scope.deadline = now + idle_timeout + _DEADLINE_STEP
