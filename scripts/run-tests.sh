@@ -19,7 +19,7 @@ venv=.venv-nox
 # (`nox -s vm`); shellcheck: the deploy scripts are linted in the tests; libcap2-bin:
 # capsh, which tests/test_caps.py checks the capability names against;
 # debootstrap + systemd-container: the fresh Debian root of `nox -s fresh`.
-packages=(gcc libc6-dev libcap-dev iproute2 systemd qemu-system-x86 busybox-static kmod cpio shellcheck
+packages=(gcc libc6-dev libcap-dev iproute2 systemd qemu-system-x86 busybox-static kmod cpio shellcheck can-utils
     libcap2-bin debootstrap systemd-container)
 if [[ ! -x $python ]]; then
     packages+=(python3 python3-venv python3-dev)

@@ -139,3 +139,37 @@ def test_lease_vcans_go_when_hycan_itself_is_killed(daemon_process: DaemonProces
         proc.kill()
         assert proc.stdin is not None
         proc.stdin.close()
+
+
+def test_vxcan_and_routes_from_the_command_line(daemon_process: DaemonProcess) -> None:
+    sock = ("--socket", daemon_process.path)
+    assert hycan(*sock, "create", "hub0").returncode == 0
+    made = hycan(*sock, "vxcan", "vxa", "--peer", "vxb", "--route-to", "hub0")
+    assert made.stdout.strip() == "vxa and its peer vxb created (up); route vxb <-> hub0 added"
+    listed = json.loads(hycan(*sock, "--json", "route", "list").stdout)["routes"]
+    assert [(r["src"], r["dst"]) for r in listed] == [("vxb", "hub0"), ("hub0", "vxb")]
+    assert "vxb -> hub0  all  classic" in hycan(*sock, "route", "list").stdout
+    gone = hycan(*sock, "route", "del", "vxb", "hub0", "--both")
+    assert gone.stdout.strip() == "route vxb <-> hub0 deleted"
+    missing = hycan(*sock, "route", "del", "vxb", "hub0", "--can-id", "0x123")
+    assert missing.returncode == 1 and "no such route" in missing.stderr
+    assert hycan(*sock, "route", "add", "vxb").returncode == 1  # DST missing
+    assert hycan(*sock, "delete", "vxa").returncode == 0
+
+
+def test_hycan_run_gives_the_command_links_and_its_exit_status(
+    daemon_process: DaemonProcess,
+) -> None:
+    sock = ("--socket", daemon_process.path)
+    script = 'test "$HYCAN_VCANS" = "vc0 vx0" && readlink /proc/self/ns/net && exit 7'
+    run = hycan(*sock, "run", "--vcan", "vc0", "--vxcan", "vx0=vcan9", "--", "sh", "-c", script)
+    assert run.returncode == 1 and "vcan9 not found" in run.stderr  # no such host link
+    assert hycan(*sock, "create", "vcan9").returncode == 0
+    run = hycan(*sock, "run", "--vcan", "vc0", "--vxcan", "vx0=vcan9", "--", "sh", "-c", script)
+    assert run.returncode == 7, run.stderr
+    assert run.stdout.strip() != os.readlink("/proc/self/ns/net")  # its own namespace
+    assert json.loads(hycan(*sock, "--json", "route", "list").stdout)["routes"] == []
+    names = [e["name"] for e in json.loads(hycan(*sock, "--json", "list").stdout)["links"]]
+    assert not [n for n in names if n.startswith("hyx")]  # the vxcan's host end is gone
+    usage = hycan(*sock, "run", "--vxcan", "novalue", "--", "true")
+    assert usage.returncode == 2 and "NAME=HOSTLINK" in usage.stderr

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import struct
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -319,3 +320,43 @@ def test_hostile_route_payloads_route_only_what_the_policy_allows(
         assert {names[route.src], names[route.dst]} == {"vxb", "hub0"}
     if not ok:
         assert backend.routes() == []
+
+
+def test_route_messages_have_the_bytes_of_linux_can_gw_h() -> None:
+    from hycan.backends import _cangw
+    from hycan.backends.base import Route
+
+    encoded = _cangw.encode(24, Route(3, 4, 0x123, 0x800007FF, fd=True), seq=7)
+    header = struct.pack("=IHHII", len(encoded), 24, 0x1 | 0x4 | 0x400, 7, 0)  # REQUEST|ACK|CREATE
+    body = struct.pack("=BBH", 29, 1, 0x01 | 0x08)  # AF_CAN, CGW_TYPE_CAN_CAN, ECHO|FD
+    attrs = struct.pack("=HHI", 8, 9, 3) + struct.pack("=HHI", 8, 10, 4)  # SRC_IF, DST_IF
+    attrs += struct.pack("=HHII", 12, 11, 0x123, 0x800007FF)  # CGW_FILTER
+    assert encoded == header + body + attrs
+    dump = _cangw.encode(26, None, seq=8)
+    assert struct.unpack_from("=HH", dump, 4) == (26, 0x1 | 0x300)  # REQUEST|DUMP
+    # what the kernel dumps back decodes to the same job, counters included
+    reply = bytearray(encoded) + struct.pack("=HHI", 8, 7, 5) + struct.pack("=HHI", 8, 8, 1)
+    struct.pack_into("=I", reply, 0, len(reply))
+    assert _cangw.decode(bytes(reply)) == Route(3, 4, 0x123, 0x800007FF, True, True, 5, 1)
+    with pytest.raises(ValueError, match="both interfaces"):
+        _cangw.encode(25, Route(0, 0), seq=1)  # the kernel reads that as "flush every job"
+
+
+def test_a_sandbox_runs_its_command_as_the_caller_in_a_new_network_namespace(
+    tmp_path: Path,
+) -> None:
+    from hycan._sandbox import Sandbox
+
+    out = tmp_path / "seen"
+    script = f"readlink /proc/self/ns/net > {out}; id -u >> {out}; cat /proc/self/uid_map >> {out}"
+    sandbox = Sandbox(["sh", "-c", script], dict(os.environ))
+    assert out.exists() is False  # held before exec until released
+    inside = os.readlink(sandbox.netns)
+    sandbox.release()
+    assert sandbox.wait() == 0
+    netns, uid, mapping = out.read_text().splitlines()
+    assert netns == inside != os.readlink("/proc/self/ns/net")
+    assert int(uid) == os.getuid() and mapping.split() == [str(os.getuid())] * 2 + ["1"]
+    abandoned = Sandbox(["sh", "-c", f"touch {tmp_path / 'ran'}"], dict(os.environ))
+    abandoned.abandon()
+    assert not (tmp_path / "ran").exists() and abandoned.returncode != 0

@@ -9,14 +9,16 @@ from __future__ import annotations
 
 import contextlib
 import os
+import secrets
 import signal
 import subprocess
 import threading
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from types import FrameType
-from typing import TextIO
+from typing import Protocol, TextIO
 
 from hycan._names import new_vcan_name
+from hycan._sandbox import Sandbox, SandboxError
 from hycan._sync.client import DaemonClient
 from hycan.errors import DaemonUnavailable, HycanError, InterfaceNotFound, Timeout
 
@@ -59,10 +61,61 @@ def lease_and_run(
     return status
 
 
-def _run(cmd: Sequence[str], vcans: list[str], socket_path: str, stderr: TextIO) -> int:
-    env = dict(os.environ, HYCAN_VCANS=" ".join(vcans), HYCAN_VCAN=vcans[0])
+def run_in_sandbox(
+    client: DaemonClient,
+    vcans: Sequence[str],
+    vxcans: Sequence[tuple[str, str]],
+    cmd: Sequence[str],
+    *,
+    stderr: TextIO,
+) -> int:
+    """``hycan run``: run ``cmd`` in a fresh user + network namespace holding the vcans
+    ``vcans`` and the vxcan ends of ``vxcans`` ((name, host link) pairs: the peer on the
+    host is routed both ways to the host link), all made by the daemon, up, and leased for
+    the command's life; return its exit status (128 + N if signal N ended it)."""
+    names = list(vcans) + [name for name, _ in vxcans]
+    if not names:
+        names = [new_vcan_name()]
+        vcans = names
+    env = _environment(names, client.socket_path)
+    try:
+        sandbox = Sandbox(cmd, env)
+    except SandboxError as exc:
+        print(f"hycan run: {exc.strerror or exc}", file=stderr)
+        return EXIT_FAILED
+    try:
+        with client:
+            for name in vcans:
+                client.create_vcan(name, lease=True, netns=sandbox.netns, up=True)
+            for name, host_link in vxcans:
+                peer = "hyx" + secrets.token_hex(4)
+                client.create_vxcan(name, peer=peer, netns=sandbox.netns, lease=True)
+                client.add_route(peer, host_link, both=True, lease=True)
+            sandbox.release()
+            return _supervise(sandbox)
+    except HycanError as exc:
+        print(f"hycan run: {exc.message}", file=stderr)
+        unavailable = isinstance(exc, DaemonUnavailable | Timeout)
+        return EXIT_UNAVAILABLE if unavailable else EXIT_FAILED
+    finally:
+        sandbox.abandon()  # a child never released (an error above) exits unrun
+
+
+def _environment(names: list[str], socket_path: str) -> dict[str, str]:
+    env = dict(os.environ, HYCAN_VCANS=" ".join(names), HYCAN_VCAN=names[0])
     if socket_path != "in-process":  # the command's own hycan calls reach the same daemon
         env["HYCAN_DAEMON_SOCKET"] = socket_path
+    return env
+
+
+class _Child(Protocol):
+    def send_signal(self, signum: int) -> None: ...
+
+    def wait(self) -> int: ...
+
+
+def _run(cmd: Sequence[str], vcans: list[str], socket_path: str, stderr: TextIO) -> int:
+    env: Mapping[str, str] = _environment(vcans, socket_path)
     try:
         child = subprocess.Popen(list(cmd), env=env)
     except FileNotFoundError:
@@ -71,6 +124,11 @@ def _run(cmd: Sequence[str], vcans: list[str], socket_path: str, stderr: TextIO)
     except PermissionError:
         print(f"hycan lease: {cmd[0]}: permission denied", file=stderr)
         return EXIT_NOT_EXECUTABLE
+    return _supervise(child)
+
+
+def _supervise(child: _Child) -> int:
+    """Wait for ``child``, passing SIGTERM and SIGHUP on to it."""
 
     def forward(signum: int, frame: FrameType | None) -> None:
         child.send_signal(signum)  # the command decides; we wait for it, then clean up

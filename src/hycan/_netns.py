@@ -67,13 +67,17 @@ def classify(fd: int, uid: int) -> Netns:
     Raises :class:`NotANetns` with a reason a person can act on when ``fd`` is not a
     network namespace. ``fd`` stays open (the caller keeps or closes it).
     """
+    # An ioctl number means something else to other drivers: ask only files of nsfs (the
+    # one file system every namespace file lives on, bind mounts in /run/netns included).
     try:
-        nstype = fcntl.ioctl(fd, NS_GET_NSTYPE)
+        on_nsfs = os.fstat(fd).st_dev == os.stat("/proc/self/ns/net").st_dev
+        nstype = fcntl.ioctl(fd, NS_GET_NSTYPE) if on_nsfs else None
     except OSError as exc:
+        raise NotANetns(f"the file passed is not a namespace ({exc.strerror})") from None
+    if nstype is None:
         raise NotANetns(
-            "the file passed is not a namespace (pass an open /proc/PID/ns/net or "
-            f"/run/netns/NAME; the kernel said: {exc.strerror})"
-        ) from None
+            "the file passed is not a namespace: pass an open /proc/PID/ns/net or /run/netns/NAME"
+        )
     if nstype != CLONE_NEWNET:
         raise NotANetns(
             "the file passed is a namespace, but not a network namespace "

@@ -1,9 +1,9 @@
 """``hycan``: the command-line client.
 
 Exit status: 0 success, 1 the daemon (or the kernel) refused, the operation failed or the
-reply was malformed, 2 usage error, 3 no daemon answered in time. ``hycan lease`` exits
-with its command's status instead (128 + N when a signal N ended it, 127 when it cannot be
-started).
+reply was malformed, 2 usage error, 3 no daemon answered in time. ``hycan lease`` and
+``hycan run`` exit with their command's status instead (128 + N when a signal N ended it,
+127 when it cannot be started).
 """
 
 from __future__ import annotations
@@ -13,10 +13,10 @@ import json
 import sys
 from typing import Any, TextIO
 
-from hycan._lease import lease_and_run
-from hycan._status import LinkEntry, LinkStatus
+from hycan._lease import lease_and_run, run_in_sandbox
+from hycan._status import LinkEntry, LinkStatus, RouteEntry
 from hycan._sync.client import DaemonClient
-from hycan.errors import DaemonUnavailable, HycanError, Timeout
+from hycan.errors import DaemonUnavailable, HycanError, InvalidArgument, Timeout
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_UNAVAILABLE = 0, 1, 2, 3
 LINK_COMMANDS = ("create", "up", "down", "delete", "status")
@@ -47,7 +47,33 @@ def build_parser() -> argparse.ArgumentParser:
         "status": "show a link's kind, state and MTU",
     }
     for name in LINK_COMMANDS:
-        commands.add_parser(name, help=helps[name]).add_argument("name", help="interface name")
+        sub = commands.add_parser(name, help=helps[name])
+        sub.add_argument("name", help="interface name")
+        if name in ("create", "delete", "status"):
+            sub.add_argument(
+                "--netns",
+                metavar="PATH",
+                help="in this network namespace (/proc/PID/ns/net, /run/netns/NAME)",
+            )
+        if name == "create":
+            sub.add_argument("--up", action="store_true", help="bring it up at once")
+    vxcan = commands.add_parser(
+        "vxcan", help="create a vxcan pair: NAME in a namespace, its peer on the host"
+    )
+    vxcan.add_argument("name", help="the end's name (in --netns)")
+    vxcan.add_argument("--peer", required=True, metavar="HOSTNAME", help="the host end's name")
+    vxcan.add_argument("--netns", metavar="PATH", help="namespace of NAME (default: the host)")
+    vxcan.add_argument(
+        "--route-to", metavar="HOSTLINK", help="route the peer both ways to this host link"
+    )
+    route = commands.add_parser("route", help="CAN gateway routes between host links")
+    route.add_argument("action", choices=("add", "del", "list"))
+    route.add_argument("src", nargs="?", help="link frames come from")
+    route.add_argument("dst", nargs="?", help="link frames go to")
+    route.add_argument("--both", action="store_true", help="and back")
+    route.add_argument("--can-id", type=lambda v: int(v, 0), help="only this CAN ID (0x123)")
+    route.add_argument("--mask", type=lambda v: int(v, 0), help="CAN ID mask (with --can-id)")
+    route.add_argument("--fd", action="store_true", help="CAN FD frames instead of classic")
     mtu = commands.add_parser("set-mtu", help="set the MTU (vcan: 16 classic CAN, 72 CAN FD)")
     mtu.add_argument("name", help="interface name")
     mtu.add_argument("mtu", type=int)
@@ -66,7 +92,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     commands.add_parser("ping", help="check that the daemon answers; show its version")
     commands.add_parser(
-        "list", help="the links you may act on: kind, state, owner, lease, what you may do"
+        "list",
+        help="the links you may act on (kind, state, owner, lease, what you may do), and "
+        "your CAN gateway routes",
     )
     lease = commands.add_parser(
         "lease",
@@ -84,7 +112,26 @@ def build_parser() -> argparse.ArgumentParser:
     )
     lease.add_argument("--classic", action="store_true", help="MTU 16: classic CAN frames only")
     lease.add_argument("cmd", nargs=argparse.REMAINDER, metavar="-- CMD [ARGS...]")
+    sandbox = commands.add_parser(
+        "run",
+        help="run CMD in its own user + network namespace with its own CAN links",
+        description="Run CMD as you, in a fresh user and network namespace holding the "
+        "vcans and vxcan ends named (up, leased for CMD's life; each vxcan's host end "
+        "routed both ways to HOSTLINK). Exit status: CMD's.",
+    )
+    sandbox.add_argument("--vcan", action="append", default=[], metavar="NAME")
+    sandbox.add_argument(
+        "--vxcan", action="append", default=[], metavar="NAME=HOSTLINK", type=_pair
+    )
+    sandbox.add_argument("cmd", nargs=argparse.REMAINDER, metavar="-- CMD [ARGS...]")
     return parser
+
+
+def _pair(text: str) -> tuple[str, str]:
+    name, sep, host = text.partition("=")
+    if not sep or not name or not host:
+        raise argparse.ArgumentTypeError(f"expected NAME=HOSTLINK, not {text!r}")
+    return name, host
 
 
 def _call(client: DaemonClient, args: argparse.Namespace) -> str:
@@ -100,8 +147,34 @@ def _call(client: DaemonClient, args: argparse.Namespace) -> str:
             fd=None if args.fd is None else args.fd == "on",
             restart_ms=args.restart_ms,
         )
+    if args.command == "create":
+        return client.create_vcan(args.name, netns=args.netns, up=args.up)
+    if args.command == "delete":
+        return client.delete(args.name, netns=args.netns)
+    if args.command == "vxcan":
+        made = client.create_vxcan(args.name, peer=args.peer, netns=args.netns)
+        if args.route_to:
+            made += "; " + client.add_route(args.peer, args.route_to, both=True)
+        return made
+    if args.command == "route":
+        if args.src is None or args.dst is None:
+            raise InvalidArgument(f"hycan route {args.action} needs SRC and DST")
+        change = client.add_route if args.action == "add" else client.remove_route
+        return change(
+            args.src, args.dst, both=args.both, can_id=args.can_id, mask=args.mask, fd=args.fd
+        )
     message: str = getattr(client, args.command)(args.name)
     return message
+
+
+def describe_routes(routes: list[RouteEntry]) -> str:
+    """The table ``hycan route list`` prints."""
+    lines = ["SRC -> DST  FILTER  FRAMES  HANDLED  DROPPED"]
+    for r in routes:
+        match = "all" if r.can_id is None else f"{r.can_id:#x}/{r.mask or 0:#x}"
+        kind = "fd" if r.fd else "classic"
+        lines.append(f"{r.src} -> {r.dst}  {match}  {kind}  {r.handled}  {r.dropped}")
+    return "\n".join(lines)
 
 
 def describe(status: LinkStatus) -> str:
@@ -143,7 +216,7 @@ def describe_entries(entries: list[LinkEntry]) -> str:
 def run(args: argparse.Namespace) -> tuple[int, dict[str, Any], str]:
     """Perform the command; return (exit status, JSON object, human text)."""
     result: dict[str, Any] = {"command": args.command}
-    if args.command not in ("ping", "list"):
+    if args.command not in ("ping", "list", "route"):
         result["name"] = args.name
     try:
         with DaemonClient(args.socket, timeout=args.timeout, daemon_uid=args.daemon_uid) as client:
@@ -163,10 +236,21 @@ def run(args: argparse.Namespace) -> tuple[int, dict[str, Any], str]:
                 )
             elif args.command == "list":
                 entries = client.list_links()
-                result.update(ok=True, links=[e.to_dict() for e in entries])
+                routes = client.routes()
+                result.update(
+                    ok=True,
+                    links=[e.to_dict() for e in entries],
+                    routes=[r.to_dict() for r in routes],
+                )
                 text = describe_entries(entries)
+                if routes:
+                    text += "\n\n" + describe_routes(routes)
+            elif args.command == "route" and args.action == "list":
+                routes = client.routes()
+                result.update(ok=True, routes=[r.to_dict() for r in routes])
+                text = describe_routes(routes)
             elif args.command == "status":
-                status = client.status(args.name)
+                status = client.status(args.name, netns=args.netns)
                 result.update(ok=True, **status.to_dict())
                 text = describe(status)
             else:
@@ -189,6 +273,12 @@ def main(argv: list[str] | None = None) -> int:
             parser.error("hycan lease needs a command: hycan lease [--vcan NAME]... -- CMD")
         client = DaemonClient(args.socket, timeout=args.timeout, daemon_uid=args.daemon_uid)
         return lease_and_run(client, args.vcan, cmd, classic=args.classic, stderr=sys.stderr)
+    if args.command == "run":
+        cmd = args.cmd[1:] if args.cmd[:1] == ["--"] else args.cmd
+        if not cmd:
+            parser.error("hycan run needs a command: hycan run [--vxcan NAME=HOSTLINK]... -- CMD")
+        client = DaemonClient(args.socket, timeout=args.timeout, daemon_uid=args.daemon_uid)
+        return run_in_sandbox(client, args.vcan, args.vxcan, cmd, stderr=sys.stderr)
     code, result, text = run(args)
     if args.json:
         print(json.dumps(result))
