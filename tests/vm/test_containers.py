@@ -269,7 +269,7 @@ def test_route_messages_match_the_kernel_byte_for_byte() -> None:
             assert "cangw -A -s gwa -d gwb -e -f 123:800007FF #" in listed, listed
         backend.delete_route(route)
         assert backend.routes() == []
-        with pytest.raises(OSError):
+        with pytest.raises(ValueError, match="both interfaces"):
             _cangw.encode(25, Route(0, 0), 1)  # never "flush every job"
         backend.close()
     finally:
