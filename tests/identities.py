@@ -79,6 +79,13 @@ def identities() -> Iterator[Identities]:
         subprocess.run(["groupdel", group], check=False, capture_output=True)
 
 
+def become(who: Identity) -> None:
+    """Turn this process into ``who`` (groups, gid, uid; for a child before it runs)."""
+    os.setgroups(list(who.groups))
+    os.setresgid(who.gid, who.gid, who.gid)
+    os.setresuid(who.uid, who.uid, who.uid)
+
+
 def run_as(who: Identity, fn: Callable[[], Any]) -> Any:
     """Run ``fn()`` in a forked child as ``who``; return its result or re-raise its error."""
     read_fd, write_fd = os.pipe()
@@ -86,9 +93,7 @@ def run_as(who: Identity, fn: Callable[[], Any]) -> Any:
     if pid == 0:  # child
         os.close(read_fd)
         try:
-            os.setgroups(list(who.groups))
-            os.setresgid(who.gid, who.gid, who.gid)
-            os.setresuid(who.uid, who.uid, who.uid)
+            become(who)
             outcome: tuple[bool, Any] = (True, fn())
         except BaseException as exc:  # report everything, including assertion errors
             outcome = (False, exc)

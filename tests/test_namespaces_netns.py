@@ -22,7 +22,7 @@ from hycan import DaemonClient
 from hycan._netns import rights
 from hycan._protocol import Op, encode_request
 from tests.conftest import DaemonProcess, Netns, group_daemon
-from tests.identities import Identities, Identity, run_as
+from tests.identities import Identities, Identity, become, run_as
 
 pytestmark = pytest.mark.netns
 
@@ -35,14 +35,9 @@ def daemon(netns: Netns, shared_dir: Path, identities: Identities) -> Iterator[D
 
 
 def sandbox_of(who: Identity) -> subprocess.Popen[bytes]:
-    def drop() -> None:
-        os.setgroups(list(who.groups))
-        os.setresgid(who.gid, who.gid, who.gid)
-        os.setresuid(who.uid, who.uid, who.uid)
-
     proc = subprocess.Popen(
         ["unshare", "--user", "--net", "--map-current-user", "sleep", "300"],
-        preexec_fn=drop,  # noqa: PLW1509 (no threads run here)
+        preexec_fn=lambda: become(who),  # noqa: PLW1509 (no threads run here)
     )
     deadline = time.monotonic() + 10
     while os.readlink(f"/proc/{proc.pid}/ns/net") == os.readlink("/proc/self/ns/net"):

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 from tests.conftest import DaemonProcess
-from tests.identities import Identities, Identity, run_as
+from tests.identities import Identities, Identity, become, run_as
 
 import hycan
 from hycan import DaemonClient
@@ -60,13 +60,7 @@ def links() -> set[str]:
 
 def as_user(who: Identity) -> dict[str, object]:
     """Popen keywords that run the child as ``who``."""
-
-    def drop() -> None:
-        os.setgroups(list(who.groups))
-        os.setresgid(who.gid, who.gid, who.gid)
-        os.setresuid(who.uid, who.uid, who.uid)
-
-    return {"preexec_fn": drop}
+    return {"preexec_fn": lambda: become(who)}
 
 
 @pytest.fixture(autouse=True, scope="module")
