@@ -131,3 +131,48 @@ def test_descriptors_sent_with_other_requests_are_closed(daemon: DaemonProcess) 
         finally:
             os.close(null)
     assert during <= before + 1  # the connection itself
+
+
+class _Counting:
+    """A netlink socket that counts the requests sent on it."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock, self.sent = sock, 0
+
+    def send(self, data: bytes) -> int:
+        self.sent += 1
+        return self.sock.send(data)
+
+    def recv(self, size: int, flags: int = 0) -> bytes:
+        return self.sock.recv(size, flags)
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def test_each_namespace_operation_is_one_netlink_request(sandbox: subprocess.Popen[bytes]) -> None:
+    """The daemon never waits on a namespace for more than one kernel round trip per step:
+    entering costs two (assign and read the netnsid), every later step one."""
+    from hycan._netns import classify
+    from hycan.backends.netlink import NetlinkBackend
+
+    fd = os.open(f"/proc/{sandbox.pid}/ns/net", os.O_RDONLY)
+    host = NetlinkBackend()
+    try:
+        there = host.for_netns(classify(fd, 0))
+        counting = _Counting(there._sock)
+        there._sock = counting  # type: ignore[assignment]
+        steps = {
+            "status": lambda: there.status("lo"),
+            "resolve": lambda: there.resolve("lo"),
+            "links": there.links,
+            "missing": lambda: there.status("vc0"),
+        }
+        for name, step in steps.items():
+            before = counting.sent
+            step()
+            assert counting.sent - before == 1, name
+        there.close()
+    finally:
+        host.close()
+        os.close(fd)
