@@ -19,6 +19,13 @@ Two questions, both answered without sockets or a kernel:
   Quotas: a peer may own at most ``max_links_per_uid`` links (root: no limit), or the
   ``max_links`` of the rule that allowed the create.
 
+Network namespaces (:mod:`hycan._netns`): a rule is about the kinds of namespace its
+``netns`` names (the daemon's own unless said). A peer may enter a namespace of a kind only
+if some rule allows it something there (:meth:`Policy.entry_refusal`); in a namespace of
+its own, aliases prove nothing (it can write them), so only the rules decide there. A CAN
+gateway route needs ``route`` on both ends and one end of the peer's own
+(:meth:`Policy.route_refusal`).
+
 Without a policy file the rules are the built-in defaults plus one rule per
 ``--allow-iface`` glob (:meth:`Rules.defaults`); docs/policy.md has the file format.
 """
