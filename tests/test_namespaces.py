@@ -10,9 +10,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import trio
+import trio.testing
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from hycan import AsyncDaemonClient
 from hycan._handler import MAX_NAMESPACES, Handler, Session
 from hycan._netns import Netns, NotANetns, Where
 from hycan._peercred import PeerCredentials
@@ -21,6 +24,7 @@ from hycan.backends.memory import MemoryBackend
 from hycan.daemon.groups import GroupDatabase
 from hycan.daemon.policy import ALL_VERBS, Policy, Rule, Rules
 from hycan.errors import ErrorCode
+from tests.conftest import InProcessDaemon
 from tests.handling import ALICE, BOB, ROOT, handle
 
 
@@ -360,3 +364,47 @@ def test_a_sandbox_runs_its_command_as_the_caller_in_a_new_network_namespace(
     abandoned = Sandbox(["sh", "-c", f"touch {tmp_path / 'ran'}"], dict(os.environ))
     abandoned.abandon()
     assert not (tmp_path / "ran").exists() and abandoned.returncode != 0
+
+
+@pytest.fixture
+def own_sandbox() -> Iterator[str]:
+    """A namespace of this test's own: ``unshare`` as this uid (a real nsfs file)."""
+    import subprocess
+    import time
+
+    proc = subprocess.Popen(["unshare", "--user", "--net", "--map-current-user", "sleep", "60"])
+    path = f"/proc/{proc.pid}/ns/net"
+    deadline = time.monotonic() + 10
+    while os.readlink(path) == os.readlink("/proc/self/ns/net"):
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    yield path
+    proc.kill()
+    proc.wait()
+
+
+async def test_the_trio_client_passes_namespaces_over_the_socket(
+    daemon: InProcessDaemon, own_sandbox: str
+) -> None:
+    """Descriptors cross the real socket and server (the memory backend plays the kernel)."""
+    async with AsyncDaemonClient(daemon.path) as client:
+        assert await client.create_vcan("vc0", netns=own_sandbox, up=True) == "vc0 created (up)"
+        names = [entry.name for entry in await client.list_links(netns=own_sandbox)]
+        assert names == ["lo", "vc0"]
+        assert not (await client.status("vc0")).exists  # back in the daemon's namespace
+        await client.create_vxcan("vx0", peer="vxh0", netns=own_sandbox, lease=True)
+        await client.create_vcan("hub0")
+        await client.add_route("vxh0", "hub0", both=True, lease=True)
+        assert [(r.src, r.dst) for r in await client.routes()] == [
+            ("vxh0", "hub0"),
+            ("hub0", "vxh0"),
+        ]
+        fd = os.open(own_sandbox, os.O_RDONLY)  # a descriptor works as well as a path
+        try:
+            assert (await client.status("vx0", netns=fd)).up is True
+        finally:
+            os.close(fd)
+    with trio.fail_after(5):  # the server ends the session once it sees the EOF
+        while daemon.backend.status("vxh0").exists:
+            await trio.testing.wait_all_tasks_blocked()
+    assert daemon.backend.routes() == []
