@@ -408,3 +408,22 @@ async def test_the_trio_client_passes_namespaces_over_the_socket(
         while daemon.backend.status("vxh0").exists:
             await trio.testing.wait_all_tasks_blocked()
     assert daemon.backend.routes() == []
+
+
+def test_a_vxcan_end_in_another_namespace_counts_once_through_its_peer(
+    spaces: Namespaces, no_fd_leak: None
+) -> None:
+    h = make_handler(
+        spaces, Rule(True, ALL_VERBS, netns=frozenset({Where.OTHER}), origin="test"), max_links=2
+    )
+    alice = Session(ALICE)
+    assert enter(h, alice, spaces.open("other-x"))[0]
+    for n in range(2):  # each pair is one link of hers: the peer on the host
+        payload = create("vxcan", peer=f"xh{n}", lease=True)
+        ok, _, message = handle(h, Op.CREATE_LINK, f"x{n}", payload, session=alice)
+        assert ok, message
+    ok, code, _ = handle(
+        h, Op.CREATE_LINK, "x2", create("vxcan", peer="xh2", lease=True), session=alice
+    )
+    assert (ok, code) == (False, ErrorCode.BUSY)
+    h.release(alice)

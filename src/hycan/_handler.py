@@ -184,8 +184,11 @@ class Handler:
         or already gone, (name, reason) for one the kernel kept."""
         done: list[tuple[str, str | None]] = []
         routes, session.routes = session.routes, []
-        for route in routes:
-            done.append((self._route_name(route), self._delete_route_quietly(route)))
+        if routes:
+            names = {s.ifindex: s.name for s in self.backend.links()}
+            for route in routes:
+                shown = f"{names.get(route.src, route.src)}->{names.get(route.dst, route.dst)}"
+                done.append((shown, self._delete_route_quietly(route)))
         leases, session.leases = session.leases, {}
         try:
             for (key, _), link in leases.items():
@@ -325,7 +328,7 @@ class Handler:
                 ) from None
             return self._exists(call, kind, lease=lease)
         owner = Owner(creds.uid, self.lease_holder if lease else None)
-        link = call.link = self._record(call, name, owner)
+        link = call.link = self._record(call, name, owner, remember=foreign and lease)
         held = [(call.key, link)]
         if peer is not None:
             held.append((0, self._record_peer(call, link, peer, owner)))
@@ -337,36 +340,43 @@ class Handler:
             return f"{ends} created{state} (leased: deleted when this connection closes)"
         return f"{ends} created{state}"
 
-    def _record(self, call: _Call, name: str, owner: Owner) -> LinkRef:
+    def _record(self, call: _Call, name: str, owner: Owner, *, remember: bool) -> LinkRef:
         """Write ``owner`` into the new link ``name`` where the call acts; a link whose
         owner cannot be recorded is deleted again (it would belong to nobody). In a
         namespace the peer owns, nothing is recorded (everything there is its own); in
-        another, the kernel takes no alias, so a leased link is remembered here."""
+        another, the kernel takes no alias, so a leased link is remembered here
+        (``remember``; a vxcan end there is owned through its peer instead)."""
         link = call.backend.resolve(name)
         if call.where is Where.OWN:
             return link
         if call.where is Where.OTHER:
-            self._foreign[(call.key, link.ifindex)] = owner.uid
+            if remember:
+                self._foreign[(call.key, link.ifindex)] = owner.uid
             return link._replace(alias=owner.alias())
-        alias = owner.alias()
-        try:
-            call.backend.set_alias(link, alias)
-        except BaseException:
-            self._delete_quietly(link)
-            raise
-        if self._owned is not None:
-            self._owned[link.ifindex] = owner.uid
-        return link._replace(alias=alias)
+        return self._write_owner(link, owner, lambda: self._delete_quietly(link))
 
     def _record_peer(self, call: _Call, end: LinkRef, peer: str, owner: Owner) -> LinkRef:
         """Record ``owner`` on a new vxcan's ``peer`` in the daemon's namespace (deleting
         the pair if that fails)."""
+
+        def undo() -> None:
+            self._delete_quietly(end, call.backend, call.key)
+
         try:
             link = self.backend.resolve(peer)
-            alias = owner.alias()
+        except BaseException:
+            undo()
+            raise
+        return self._write_owner(link, owner, undo)
+
+    def _write_owner(self, link: LinkRef, owner: Owner, undo: Callable[[], object]) -> LinkRef:
+        """Set ``link``'s alias (in the daemon's namespace) to ``owner``, and count it for
+        the quota; on failure ``undo()`` (the link would belong to nobody) and re-raise."""
+        alias = owner.alias()
+        try:
             self.backend.set_alias(link, alias)
         except BaseException:
-            self._delete_quietly(end, call.backend, call.key)
+            undo()
             raise
         if self._owned is not None:
             self._owned[link.ifindex] = owner.uid
@@ -624,11 +634,6 @@ class Handler:
                 )
             )
         return f'{{"routes":[{",".join(entries)}]}}'
-
-    def _route_name(self, route: Route) -> str:
-        """``src->dst`` by names where the links still exist (for the audit trail)."""
-        names = {s.ifindex: s.name for s in self.backend.links()}
-        return f"{names.get(route.src, route.src)}->{names.get(route.dst, route.dst)}"
 
 
 def _count(owned: Mapping[Any, int], uid: int) -> int:
