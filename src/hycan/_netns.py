@@ -56,8 +56,10 @@ class NotANetns(ValueError):
     """The descriptor is not a network namespace (or the kernel would not say)."""
 
 
-def _identity(path_or_fd: str | int) -> tuple[int, int]:
-    st = os.stat(path_or_fd)
+def identity_of(netns: int | str) -> tuple[int, int]:
+    """(device, inode) of a namespace file (a path or an open descriptor): equal for
+    every file of one namespace."""
+    st = os.stat(netns)
     return st.st_dev, st.st_ino
 
 
@@ -83,8 +85,8 @@ def classify(fd: int, uid: int) -> Netns:
             "the file passed is a namespace, but not a network namespace "
             "(pass /proc/PID/ns/net, not another file of /proc/PID/ns)"
         )
-    identity = _identity(fd)
-    if identity == _identity("/proc/self/ns/net"):
+    identity = identity_of(fd)
+    if identity == identity_of("/proc/self/ns/net"):
         return Netns(fd, identity[1], Where.HOST, None)
     owners = _user_namespace_owners(fd)
     if not owners:
@@ -97,12 +99,12 @@ def _user_namespace_owners(netns_fd: int) -> list[int]:
     """The creators' uids of the namespace's user namespace and of each one above it, up
     to (not including) the daemon's own: empty when the daemon's user namespace owns it.
     A chain the kernel will not show us (EPERM) reads as owned by nobody we know (-1)."""
-    ours = _identity("/proc/self/ns/user")
+    ours = identity_of("/proc/self/ns/user")
     owners: list[int] = []
     userns = fcntl.ioctl(netns_fd, NS_GET_USERNS)
     try:
         for _ in range(_MAX_DEPTH):
-            if _identity(userns) == ours:
+            if identity_of(userns) == ours:
                 return owners
             buf = bytearray(_UID.size)
             fcntl.ioctl(userns, NS_GET_OWNER_UID, buf)
@@ -123,11 +125,6 @@ def open_netns(netns: int | str) -> tuple[int, bool]:
     if isinstance(netns, int):
         return netns, False
     return os.open(netns, os.O_RDONLY | os.O_CLOEXEC), True
-
-
-def identity_of(netns: int | str) -> tuple[int, int]:
-    """(device, inode) of a namespace file: equal for every file of one namespace."""
-    return _identity(netns)
 
 
 def fds_from(ancillary: list[tuple[int, int, bytes]]) -> list[int]:

@@ -131,13 +131,13 @@ class NetlinkBackend:
         self, msg: Any, msg_type: int, nl_flags: int, reply_type: int | None = None
     ) -> tuple[int, bytes | None]:
         """Send a pyroute2 message built here; (errno or 0, the reply of ``reply_type``)."""
-        self._seq = self._seq % 0x7FFFFFFF + 1
+        seq = self._next_seq()
         msg["header"]["type"] = msg_type
         msg["header"]["flags"] = NLM_F_REQUEST | nl_flags
-        msg["header"]["sequence_number"] = self._seq
+        msg["header"]["sequence_number"] = seq
         msg.encode()
-        self._sock.send(bytes(msg.data))
-        return self._receive(self._seq, reply_type is None, reply_type=reply_type or RTM_NEWLINK)
+        ack = reply_type is None
+        return self._transact(bytes(msg.data), seq, ack=ack, reply_type=reply_type or RTM_NEWLINK)
 
     def _open(self) -> tuple[socket.socket, select.poll]:
         # Blocking (no socket timeout, which would poll() before every call): sends to the
@@ -236,13 +236,9 @@ class NetlinkBackend:
     ) -> None:
         if self._netns is not None:
             raise OSError(errno.EOPNOTSUPP, "routes live in the daemon's namespace")
-        self._seq = self._seq % 0x7FFFFFFF + 1
-        try:
-            self._sock.send(_cangw.encode(msg_type, route, self._seq))
-            code, _ = self._receive(self._seq, True, dump, reply_type=RTM_NEWROUTE)
-        except OSError:
-            self._reopen()
-            raise
+        seq = self._next_seq()
+        frame = _cangw.encode(msg_type, route, seq)
+        code, _ = self._transact(frame, seq, dump=dump, reply_type=RTM_NEWROUTE)
         if code:
             raise OSError(code, os.strerror(code), "route")
 
@@ -331,21 +327,36 @@ class NetlinkBackend:
         ``dump`` collect every RTM_NEWLINK of a dump into it; errors -> OSError
         (TimeoutError when the kernel does not answer in time)."""
         frame = bytearray(self._build(msg_type, nl_flags, target, **fields))
-        self._seq = self._seq % 0x7FFFFFFF + 1
-        seq = self._seq
+        seq = self._next_seq()
         U32.pack_into(frame, _SEQ_OFFSET, seq)
+        code, reply = self._transact(frame, seq, ack=fields.get("ack", True), dump=dump)
+        if code:
+            name = target.name if isinstance(target, LinkRef) else target
+            raise OSError(code, os.strerror(code), name)
+        return reply
+
+    def _next_seq(self) -> int:
+        self._seq = self._seq % 0x7FFFFFFF + 1
+        return self._seq
+
+    def _transact(
+        self,
+        frame: bytes | bytearray,
+        seq: int,
+        *,
+        ack: bool = True,
+        dump: list[bytes] | None = None,
+        reply_type: int = RTM_NEWLINK,
+    ) -> tuple[int, bytes | None]:
+        """Send ``frame`` (sequence number ``seq``) and read its answer (see _receive)."""
         try:
             self._sock.send(frame)
-            code, reply = self._receive(seq, fields.get("ack", True), dump)
+            return self._receive(seq, ack, dump, reply_type=reply_type)
         except OSError:
             # The socket itself failed (ENOBUFS, timeout, ...), or a dump was cut short
             # with messages left behind: use a fresh one next time.
             self._reopen()
             raise
-        if code:
-            name = target.name if isinstance(target, LinkRef) else target
-            raise OSError(code, os.strerror(code), name)
-        return reply
 
     def _receive(
         self,

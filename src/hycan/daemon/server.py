@@ -112,15 +112,13 @@ class _Connection:
                 data, fds = await receive_with_fds(self.sock, size)
             finally:
                 self.idle = False
-            for fd in fds:
-                self.session.receive_fd(fd)
-            return data
+        else:
+            self._streak += 1
+            if self._streak == _STREAK:
+                self._streak = 0
+                await trio.lowlevel.cancel_shielded_checkpoint()
         for fd in fds:
             self.session.receive_fd(fd)
-        self._streak += 1
-        if self._streak == _STREAK:
-            self._streak = 0
-            await trio.lowlevel.cancel_shielded_checkpoint()
         return data
 
 
