@@ -41,11 +41,13 @@ from hycan.errors import (
 
 if TYPE_CHECKING:
     from hycan._async.client import AsyncDaemonClient, AsyncNetlink
+    from hycan._canconfig import CanSettings
 
 __all__ = [
     "AlreadyExists",
     "AsyncDaemonClient",
     "AsyncNetlink",
+    "CanSettings",
     "DaemonBusy",
     "DaemonClient",
     "DaemonUnavailable",
@@ -75,4 +77,8 @@ def __getattr__(name: str) -> Any:
         from hycan._async import client
 
         return getattr(client, name)
+    if name == "CanSettings":  # dataclasses: imported on first use, like the trio API
+        from hycan._canconfig import CanSettings
+
+        return CanSettings
     raise AttributeError(f"module 'hycan' has no attribute {name!r}")

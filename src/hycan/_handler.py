@@ -59,7 +59,6 @@ _FAILURE = {
 # IFLA_TARGET_NETNSID on a change; entering would need CAP_SYS_ADMIN).
 _CHANGES = frozenset({Op.INTERFACE_UP, Op.INTERFACE_DOWN, Op.SET_MTU, Op.SET_CAN, Op.CAN_RESTART})
 MAX_NAMESPACES = 8  # network namespaces one connection may enter
-_CAN_OPS = (Op.SET_CAN, Op.CAN_RESTART)
 _LIST_PAGE = 60_000  # bytes of LIST entries per reply (a reply holds at most 65535)
 _MTU = struct.Struct("<I")
 
@@ -446,8 +445,21 @@ class Handler:
     def _set_can(self, call: _Call) -> str:
         settings = CanSettings.from_payload(call.request.payload)
         link = self._target(call)
-        call.backend.set_can(link, settings)
+        try:
+            call.backend.set_can(link, settings)
+        except OSError as exc:
+            if exc.errno != errno.EOPNOTSUPP:
+                raise
+            raise NotSupported(settings.refused_by(link.name, self._can_of(call))) from None
         return f"{link.name} CAN settings applied: {settings.to_payload().decode()}"
+
+    def _can_of(self, call: _Call) -> dict[str, Any] | None:
+        """The ``can`` part of the STATUS of the link acted on (None if gone or not CAN)."""
+        assert call.link is not None
+        try:
+            return call.backend.status(call.link.name).can
+        except OSError:
+            return None
 
     def _restart(self, call: _Call) -> str:
         link = self._target(call)
@@ -674,11 +686,8 @@ def kernel_error(op: Op, name: str, exc: OSError) -> HycanError:
         )
     if code == errno.EOPNOTSUPP and op in (Op.CREATE_VCAN, Op.CREATE_LINK):
         return NotSupported(module_missing())
-    if code == errno.EOPNOTSUPP and op in _CAN_OPS:
-        return NotSupported(
-            f"not supported: {name} does not support these CAN settings (a vcan has no "
-            "bit timing at all; some controllers lack CAN FD or bus-off restart)"
-        )
+    if code == errno.EOPNOTSUPP and op is Op.CAN_RESTART:
+        return NotSupported(f"not supported: {name} is not a CAN controller")
     if code == errno.EBUSY and op is Op.CAN_RESTART:
         return LinkBusy(f"{name} is not in bus-off state: there is nothing to restart")
     if code == errno.EBUSY:
@@ -693,8 +702,9 @@ def kernel_error(op: Op, name: str, exc: OSError) -> HycanError:
         )
     if code == errno.EINVAL and op is Op.SET_CAN:
         return InvalidArgument(
-            f"the kernel rejected these CAN settings for {name} (is the bitrate reachable "
-            "with this controller's clock? CAN FD data bitrate needs fd on)"
+            f"the kernel rejected these CAN settings for {name}: is the bitrate reachable "
+            "with this controller's clock, are the segments within its limits, is the "
+            "termination one it offers? (`hycan status` shows its clock, limits and values)"
         )
     if code == errno.EINVAL and op is Op.CAN_RESTART:
         return LinkBusy(f"{name} is down: bring it up before restarting it")

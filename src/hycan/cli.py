@@ -77,16 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
     mtu = commands.add_parser("set-mtu", help="set the MTU (vcan: 16 classic CAN, 72 CAN FD)")
     mtu.add_argument("name", help="interface name")
     mtu.add_argument("mtu", type=int)
-    timing = commands.add_parser(
-        "set-bitrate", help="set CAN bit timing / CAN FD / restart-ms of a real CAN link"
-    )
-    timing.add_argument("name", help="interface name")
-    timing.add_argument("bitrate", type=int, nargs="?", help="nominal bitrate in bit/s")
-    timing.add_argument("--sample-point", type=float, help="e.g. 0.875")
-    timing.add_argument("--dbitrate", type=int, help="CAN FD data bitrate in bit/s")
-    timing.add_argument("--dsample-point", type=float, help="CAN FD data sample point")
-    timing.add_argument("--fd", choices=("on", "off"), help="CAN FD mode")
-    timing.add_argument("--restart-ms", type=int, help="auto-restart delay after bus-off")
+    _add_can_commands(commands)
     commands.add_parser("restart", help="restart a CAN controller in bus-off").add_argument(
         "name", help="interface name"
     )
@@ -127,6 +118,74 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+CAN_HELP = (
+    "Change a real CAN controller's settings, as `ip link set NAME type can ...` does (the "
+    "link must be down for timing and modes). Time each phase by a bitrate (with a sample "
+    "point) or by --tq and the three segments. docs/can.md lists every option."
+)
+# option -> (CanSettings field, type, help)
+CAN_OPTIONS: dict[str, tuple[str, Any, str]] = {
+    "--bitrate": ("bitrate", int, "nominal bitrate in bit/s"),
+    "--sample-point": ("sample_point", float, "e.g. 0.875"),
+    "--tq": ("tq", int, "time quantum in ns (with the three segments)"),
+    "--prop-seg": ("prop_seg", int, "propagation segment in tq"),
+    "--phase-seg1": ("phase_seg1", int, "phase buffer segment 1 in tq"),
+    "--phase-seg2": ("phase_seg2", int, "phase buffer segment 2 in tq"),
+    "--sjw": ("sjw", int, "synchronisation jump width in tq"),
+    "--dbitrate": ("data_bitrate", int, "CAN FD data bitrate in bit/s (with --fd on)"),
+    "--dsample-point": ("data_sample_point", float, "CAN FD data sample point"),
+    "--dtq": ("data_tq", int, "data phase time quantum in ns"),
+    "--dprop-seg": ("data_prop_seg", int, "data phase propagation segment"),
+    "--dphase-seg1": ("data_phase_seg1", int, "data phase buffer segment 1"),
+    "--dphase-seg2": ("data_phase_seg2", int, "data phase buffer segment 2"),
+    "--dsjw": ("data_sjw", int, "data phase synchronisation jump width"),
+    "--fd": ("fd", bool, "CAN FD (needs both timings)"),
+    "--fd-non-iso": ("fd_non_iso", bool, "Bosch CAN FD instead of ISO"),
+    "--listen-only": ("listen_only", bool, "never transmit (not even ACK)"),
+    "--loopback": ("loopback", bool, "controller loopback"),
+    "--one-shot": ("one_shot", bool, "no retransmission"),
+    "--berr-reporting": ("berr_reporting", bool, "report bus errors as error frames"),
+    "--triple-sampling": ("triple_sampling", bool, "sample each bit three times"),
+    "--presume-ack": ("presume_ack", bool, "ignore missing ACKs"),
+    "--cc-len8-dlc": ("cc_len8_dlc", bool, "classic CAN DLCs 9..15"),
+    "--tdc-mode": ("tdc_mode", str, "auto, manual or off (CAN FD)"),
+    "--tdcv": ("tdcv", int, "TDC value (manual mode)"),
+    "--tdco": ("tdco", int, "TDC offset"),
+    "--tdcf": ("tdcf", int, "TDC filter window"),
+    "--termination": ("termination", int, "termination in ohms (one the controller offers)"),
+    "--restart-ms": ("restart_ms", int, "auto-restart delay after bus-off; 0: off"),
+}
+
+
+def _add_can_commands(commands: Any) -> None:
+    """``set-can`` and its shorthand ``set-bitrate``."""
+    for command, help_text in (
+        ("set-can", "set a real CAN controller's bit timing, data phase, modes, TDC, termination"),
+        ("set-bitrate", "shorthand for set-can with the bitrate first"),
+    ):
+        sub = commands.add_parser(command, help=help_text, description=CAN_HELP)
+        sub.add_argument("name", help="interface name")
+        if command == "set-bitrate":
+            sub.add_argument("bitrate", type=int, nargs="?", help="nominal bitrate in bit/s")
+        for flag, (key, kind, what) in CAN_OPTIONS.items():
+            if not (command == "set-can" or key != "bitrate"):
+                continue
+            if kind is bool:
+                sub.add_argument(flag, dest=key, choices=("on", "off"), help=what)
+            else:
+                sub.add_argument(flag, dest=key, type=kind, help=what)
+
+
+def can_settings(args: argparse.Namespace) -> dict[str, Any]:
+    """The set-can / set-bitrate options given, as ``set_can()`` keywords."""
+    given: dict[str, Any] = {}
+    for key, kind, _ in CAN_OPTIONS.values():
+        value = getattr(args, key, None)
+        if value is not None:
+            given[key] = value == "on" if kind is bool else value
+    return given
+
+
 def _pair(text: str) -> tuple[str, str]:
     name, sep, host = text.partition("=")
     if not sep or not name or not host:
@@ -137,16 +196,8 @@ def _pair(text: str) -> tuple[str, str]:
 def _call(client: DaemonClient, args: argparse.Namespace) -> str:
     if args.command == "set-mtu":
         return client.set_mtu(args.name, args.mtu)
-    if args.command == "set-bitrate":
-        return client.set_bitrate(
-            args.name,
-            args.bitrate,
-            sample_point=args.sample_point,
-            data_bitrate=args.dbitrate,
-            data_sample_point=args.dsample_point,
-            fd=None if args.fd is None else args.fd == "on",
-            restart_ms=args.restart_ms,
-        )
+    if args.command in ("set-can", "set-bitrate"):
+        return client.set_can(args.name, **can_settings(args))
     if args.command == "create":
         return client.create_vcan(args.name, netns=args.netns, up=args.up)
     if args.command == "delete":
@@ -182,10 +233,36 @@ def describe(status: LinkStatus) -> str:
     if not status.exists:
         return f"{status.name}: does not exist"
     state = "up" if status.up else "down"
-    return (
+    line = (
         f"{status.name}: kind {status.kind or '-'}, {state}, operstate {status.operstate}, "
         f"mtu {status.mtu}"
     )
+    return line if status.can is None else line + "\n" + describe_can(status.can)
+
+
+def describe_can(can: dict[str, Any]) -> str:
+    """The CAN lines of ``hycan status`` (the ``can`` part of STATUS, docs/can.md)."""
+    berr = can.get("berr_counter") or {}
+    lines = [
+        f"  state {can.get('state') or '-'} (berr-counter tx {berr.get('tx', '-')} "
+        f"rx {berr.get('rx', '-')}), restart-ms {can.get('restart_ms')}",
+        f"  bitrate {can.get('bitrate')} sample-point {can.get('sample_point')}",
+    ]
+    if can.get("fd"):
+        lines.append(
+            f"  data bitrate {can.get('data_bitrate')} sample-point {can.get('data_sample_point')}"
+        )
+    lines.append(f"  modes {','.join(can.get('modes') or []) or '-'}")
+    if can.get("modes_supported") is not None:
+        lines.append(f"  supported {','.join(can['modes_supported']) or '-'}")
+    if can.get("terminations_supported"):
+        values = ",".join(map(str, can["terminations_supported"]))
+        lines.append(f"  termination {can.get('termination')} (offers {values})")
+    if can.get("clock"):
+        lines.append(f"  clock {can['clock']}")
+    if can.get("stats"):
+        lines.append("  " + " ".join(f"{key} {value}" for key, value in can["stats"].items()))
+    return "\n".join(lines)
 
 
 def describe_entries(entries: list[LinkEntry]) -> str:

@@ -234,10 +234,12 @@ def write_job(rundir: Path, command: list[str], cwd: str, env: dict[str, str]) -
 
 
 def qemu_command(kernel: Path, initrd: Path, moddir: Path, rundir: Path, append: str,
-                 fds: tuple[int, int]) -> list[str]:  # fmt: skip
+                 fds: tuple[int, int], can_controllers: int = 0) -> list[str]:  # fmt: skip
     """ttyS0: console (-> our stderr), ttyS1: job output (-> our stdout), ttyS2:
     job status (-> file).  A single 9p share, the host root (each virtio device
-    costs boot time): /init bind-mounts the modules and the run dir from it."""
+    costs boot time): /init bind-mounts the modules and the run dir from it.
+    ``can_controllers`` emulated SJA1000 boards (kvaser_pci) share one virtual CAN
+    bus: in the guest, `modprobe kvaser_pci` makes them can0, can1, ..."""
     smp, mem = os.environ.get("HYCAN_VM_SMP", "1"), os.environ.get("HYCAN_VM_MEM", "1G")
     opts = "-nodefaults -no-user-config -display none -no-reboot -accel tcg -machine pc"
     cmd = ["qemu-system-x86_64", *f"{opts} -cpu max -smp {smp} -m {mem}".split(),
@@ -250,6 +252,9 @@ def qemu_command(kernel: Path, initrd: Path, moddir: Path, rundir: Path, append:
                "status": str(rundir / "status")}  # fmt: skip
     for name, path in serials.items():
         cmd += ["-chardev", f"file,id={name},path={path}", "-serial", f"chardev:{name}"]
+    if can_controllers:
+        cmd += ["-object", "can-bus,id=canbus0"]
+        cmd += ["-device", "kvaser_pci,canbus=canbus0"] * can_controllers
     if Path("/usr/share/qemu/qboot.rom").exists():  # faster and quieter than SeaBIOS
         cmd += ["-bios", "/usr/share/qemu/qboot.rom"]
     return cmd
@@ -300,6 +305,8 @@ def main() -> int:
     parser.add_argument("--append", default="", help="extra kernel command line arguments")
     parser.add_argument("--env", action="append", default=[], metavar="NAME=VALUE")
     parser.add_argument("--cwd", default=os.getcwd(), help="guest working directory")
+    parser.add_argument("--can-controllers", type=int, default=0, metavar="N",
+                        help="emulated SJA1000 CAN controllers on one bus (kvaser_pci)")
     parser.add_argument("command", nargs="+", help="command run in the guest (after --)")
     args = parser.parse_args()
     deadline = time.monotonic() + args.timeout
@@ -334,7 +341,8 @@ def main() -> int:
                 kernel = kernel_dir / f"boot/vmlinuz-{version}"
             moddir = kernel_dir / "lib/modules" / version
             con, out = os.pipe(), os.pipe()
-            cmd = qemu_command(kernel, initrd, moddir, rundir, args.append, (con[1], out[1]))
+            cmd = qemu_command(kernel, initrd, moddir, rundir, args.append, (con[1], out[1]),
+                               args.can_controllers)
             if not run_vm(cmd, con, out, deadline):
                 fail(f"timed out after {args.timeout:g} s (qemu killed)", EXIT_TIMEOUT)
             status_file = rundir / "status"

@@ -282,25 +282,25 @@ class AsyncDaemonClient:
         """Set the MTU: 16 (classic CAN) or 72 (CAN FD) for a vcan, which must be down."""
         return (await self.request(Op.SET_MTU, name, struct.pack("<I", mtu))).message
 
-    async def set_bitrate(
-        self,
-        name: str,
-        bitrate: int | None = None,
-        *,
-        sample_point: float | None = None,
-        data_bitrate: int | None = None,
-        data_sample_point: float | None = None,
-        fd: bool | None = None,
-        restart_ms: int | None = None,
-    ) -> str:
-        """Configure a real CAN controller (bit timing, CAN FD, auto-restart); the link
-        must be down for timing changes. Arguments left as None stay unchanged."""
+    async def set_can(self, name: str, **settings: Any) -> str:
+        """Configure a real CAN controller, as ``ip link set NAME type can ...`` does: bit
+        timing (``bitrate=``, ``sample_point=``, or ``tq=``, ``prop_seg=``, ``phase_seg1=``,
+        ``phase_seg2=``; ``sjw=``), the CAN FD data phase (the same names with ``data_``,
+        together with ``fd=True``), modes (``listen_only=True``, ``loopback=False``, ...),
+        TDC (``tdc_mode=``, ``tdcv=``, ``tdco=``, ``tdcf=``), ``termination=`` (ohms) and
+        ``restart_ms=``. Keywords left out stay unchanged; timing and modes need the link
+        down. The names are :class:`hycan.CanSettings`' fields (docs/can.md); anything
+        invalid raises :class:`InvalidArgument` before it is sent."""
         from hycan._canconfig import CanSettings  # validation; kept off `import hycan`
 
-        settings = CanSettings(
-            bitrate, sample_point, data_bitrate, data_sample_point, fd, restart_ms
-        )
-        return (await self.request(Op.SET_CAN, name, settings.to_payload())).message
+        payload = CanSettings.from_dict(settings).to_payload()
+        return (await self.request(Op.SET_CAN, name, payload)).message
+
+    async def set_bitrate(self, name: str, bitrate: int | None = None, **settings: Any) -> str:
+        """Shorthand for :meth:`set_can` with the nominal ``bitrate`` first."""
+        if bitrate is not None:
+            settings["bitrate"] = bitrate
+        return await self.set_can(name, **settings)
 
     async def restart(self, name: str) -> str:
         """Restart a CAN controller that is in bus-off state."""
@@ -415,8 +415,12 @@ class AsyncNetlink:
         """Set the MTU (a vcan: 16 classic CAN or 72 CAN FD, while down)."""
         return await self.client.set_mtu(self.name, mtu)
 
+    async def set_can(self, **settings: Any) -> str:
+        """Configure this CAN controller; see ``DaemonClient.set_can`` for the settings."""
+        return await self.client.set_can(self.name, **settings)
+
     async def set_bitrate(self, bitrate: int | None = None, **settings: Any) -> str:
-        """Configure CAN bit timing; see ``DaemonClient.set_bitrate`` for the settings."""
+        """Shorthand for :meth:`set_can` with the nominal ``bitrate`` first."""
         return await self.client.set_bitrate(self.name, bitrate, **settings)
 
     async def restart(self) -> str:

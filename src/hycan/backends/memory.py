@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import copy
 import errno
 import os
 from dataclasses import dataclass
 from typing import Any
 
-from hycan._canconfig import CanSettings
+from hycan._canconfig import CAN_STATS, CTRLMODES, CanSettings
 from hycan._netns import Netns
 from hycan.backends.base import LinkRef, LinkStatus, Route
 
@@ -30,15 +31,30 @@ class _Link:
     peer: tuple[MemoryBackend, int] | None = None  # a pair's other end: (namespace, index)
 
 
-def _default_can() -> dict[str, Any]:
+def _new_controller(modes: tuple[str, ...], terminations: tuple[int, ...]) -> dict[str, Any]:
+    """The ``can`` part of STATUS of a controller that was just plugged in (docs/can.md)."""
     return {
+        "state": "STOPPED",
+        "berr_counter": {"tx": 0, "rx": 0},
         "bitrate": 0,
         "sample_point": None,
+        "timing": None,
         "data_bitrate": 0,
         "data_sample_point": None,
+        "data_timing": None,
         "fd": False,
+        "modes": [],
+        "modes_supported": list(modes),
+        "clock": 80_000_000,
+        "timing_const": None,
+        "data_timing_const": None,
+        "bitrates_supported": [],
+        "bitrate_max": None,
+        "tdc": None,
         "restart_ms": 0,
-        "state": "STOPPED",
+        "termination": terminations[0] if terminations else None,
+        "terminations_supported": list(terminations),
+        "stats": dict.fromkeys(CAN_STATS, 0),
     }
 
 
@@ -124,8 +140,12 @@ class MemoryBackend:
         return [self.status(name) for _, name in sorted(self._by_index.items())]
 
     def set_up(self, link: LinkRef, up: bool) -> None:
-        """Set the administrative state; ENODEV if gone."""
-        self._at(link)[1].up = up
+        """Set the administrative state; ENODEV if gone. A CAN controller starts
+        (ERROR-ACTIVE) and stops (STOPPED) with it."""
+        found = self._at(link)[1]
+        found.up = up
+        if found.can is not None:
+            found.can["state"] = "ERROR-ACTIVE" if up else "STOPPED"
 
     def delete_link(self, link: LinkRef) -> None:
         """Remove a link (and a pair's peer); ENODEV if gone, EOPNOTSUPP for devices that
@@ -167,9 +187,17 @@ class MemoryBackend:
         """Every CAN gateway route, oldest first."""
         return list(self.route_table)
 
-    def plug_can_adapter(self, name: str) -> None:
-        """Simulate hardware: a real CAN controller ``name`` appears (kind "can", down)."""
-        self._add(name, _Link(self._next_index, "can", CAN_MTU, can=_default_can()))
+    def plug_can_adapter(
+        self,
+        name: str,
+        *,
+        modes: tuple[str, ...] = (*CTRLMODES, "tdc_auto", "tdc_manual"),
+        terminations: tuple[int, ...] = (0, 120),
+    ) -> None:
+        """Simulate hardware: a real CAN controller ``name`` appears (kind "can", down),
+        which supports these control ``modes`` and termination resistances (ohms)."""
+        can = _new_controller(modes, terminations)
+        self._add(name, _Link(self._next_index, "can", CAN_MTU, can=can))
 
     def set_mtu(self, ref: LinkRef, mtu: int) -> None:
         """vcan takes 16 or 72 while down (EINVAL / EBUSY); others 68..65535."""
@@ -185,23 +213,40 @@ class MemoryBackend:
         link.mtu = mtu
 
     def set_can(self, ref: LinkRef, settings: CanSettings) -> None:
-        """Only kind "can" has bit timing (EOPNOTSUPP); changes need the link down (EBUSY)."""
+        """Only kind "can" has bit timing (EOPNOTSUPP), as has a mode or termination the
+        controller lacks; timing and modes need the link down (EBUSY); a termination it
+        does not offer is EINVAL."""
         name, link = self._at(ref)
-        if link.kind != "can" or link.can is None:
+        can = link.can
+        if link.kind != "can" or can is None:
             raise _fail(errno.EOPNOTSUPP, name)
-        if link.up and (settings.bitrate or settings.data_bitrate or settings.fd is not None):
-            raise _fail(errno.EBUSY, name)
-        for key, value in (
-            ("bitrate", settings.bitrate),
-            ("sample_point", settings.sample_point),
-            ("data_bitrate", settings.data_bitrate),
-            ("data_sample_point", settings.data_sample_point),
-            ("fd", settings.fd),
-            ("restart_ms", settings.restart_ms),
+        modes = settings.modes()
+        if settings.tdc_mode not in (None, "off"):
+            modes[f"tdc_{settings.tdc_mode}"] = True
+        wanted = {mode for mode, on in modes.items() if on}
+        if wanted - set(can["modes_supported"]):
+            raise _fail(errno.EOPNOTSUPP, name)
+        if settings.termination is not None and settings.termination not in (
+            terminations := can["terminations_supported"]
         ):
-            if value is not None:
-                link.can[key] = value
-        link.mtu = CANFD_MTU if link.can["fd"] else CAN_MTU
+            raise _fail(errno.EINVAL if terminations else errno.EOPNOTSUPP, name)
+        changes_timing = settings.timing() or settings.timing(data=True) or modes
+        if link.up and changes_timing:
+            raise _fail(errno.EBUSY, name)
+        for data in (False, True):
+            prefix = "data_" if data else ""
+            timing = settings.timing(data=data)
+            if timing is not None:
+                can[prefix + "bitrate"] = timing.get("bitrate", 0)
+                point = timing.get("sample_point")
+                can[prefix + "sample_point"] = None if point is None else point / 1000
+        on = (set(can["modes"]) | wanted) - {mode for mode, v in modes.items() if not v}
+        can["modes"] = [mode for mode in can["modes_supported"] if mode in on]
+        can["fd"] = "fd" in on
+        for key in ("restart_ms", "termination"):
+            if (value := getattr(settings, key)) is not None:
+                can[key] = value
+        link.mtu = CANFD_MTU if can["fd"] else CAN_MTU
 
     def restart_can(self, ref: LinkRef) -> None:
         """EOPNOTSUPP on non-CAN links, EINVAL while down, EBUSY unless bus-off."""
@@ -210,9 +255,10 @@ class MemoryBackend:
             raise _fail(errno.EOPNOTSUPP, name)
         if not link.up:
             raise _fail(errno.EINVAL, name)
-        if link.can["state"] != "BUS_OFF":
+        if link.can["state"] != "BUS-OFF":
             raise _fail(errno.EBUSY, name)
-        link.can["state"] = "ERROR_ACTIVE"
+        link.can["state"] = "ERROR-ACTIVE"
+        link.can["stats"]["restarts"] += 1
 
     def status(self, name: str) -> LinkStatus:
         """Describe a link (by its name or an altname; reported under its own name)."""
@@ -230,7 +276,7 @@ class MemoryBackend:
             operstate=carrier if link.up else "DOWN",
             mtu=link.mtu,
             ifindex=link.index,
-            can=dict(link.can) if link.can is not None else None,
+            can=copy.deepcopy(link.can),
             alias=link.alias,
         )
 
