@@ -51,10 +51,12 @@ def units(session: nox.Session) -> None:
 
 @nox.session
 def vm(session: nox.Session) -> None:
-    """Real vcan and CAN frames: pytest tests/vm inside a qemu VM (Debian kernel), as root.
+    """Real vcan, CAN controllers and frames: pytest tests/vm inside a qemu VM (Debian
+    kernel), as root.
 
-    Two boots: one with the vcan module, one with `module_blacklist=vcan` (the error users
-    in containers meet). Each returns pytest's exit status.
+    Two boots: one with the vcan module and two emulated SJA1000 controllers, one with
+    `module_blacklist=vcan` (the error users in containers meet). Each returns pytest's
+    exit status.
     """
     session.install("-e", ".[test]")
     python = f"{session.bin}/python"
@@ -65,7 +67,9 @@ def vm(session: nox.Session) -> None:
     # tests/vm plus the host tests that skip for want of AF_CAN/vcan, marked `vcan`.
     real_can = "tests/test_can_helper.py::test_frames_cross_a_real_vcan"
     pytest = [python, "-m", "pytest", "tests/vm", real_can, *plugins, *session.posargs]
-    session.run(*runner, "--", *pytest)
+    # The first boot also has two emulated SJA1000 controllers on one bus (can0, can1).
+    boards = ["--can-controllers", "2", "--env", "HYCAN_VM_CAN=2"]
+    session.run(*runner, *boards, "--", *pytest)
     session.run(
         *runner, "--append", "module_blacklist=vcan", "--env", "HYCAN_VM_VCAN=0", "--", *pytest
     )

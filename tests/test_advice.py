@@ -34,12 +34,12 @@ def test_advice_per_distribution(
     path = tmp_path / "os-release"
     path.write_text(release)
     monkeypatch.setattr(_advice, "OS_RELEASE", str(path))
-    monkeypatch.setattr(_advice, "_in_container", lambda: False)
+    monkeypatch.setattr(_advice, "in_container", lambda: False)
     message = _advice.module_missing()
     assert message.startswith("not supported: the vcan kernel module is not loaded")
     assert "`sudo modprobe vcan`" in message and says in message and never not in message
 
 
 def test_in_a_container_the_host_must_load_it(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(_advice, "_in_container", lambda: True)
+    monkeypatch.setattr(_advice, "in_container", lambda: True)
     assert "only the host can load it: on the host run" in _advice.module_missing()

@@ -172,7 +172,12 @@ def test_can_messages_decode_with_pyroute2() -> None:
     """The RTM_NEWLINK the netlink backend sends, read back by pyroute2's own decoder."""
     from pyroute2.netlink.rtnl.ifinfmsg import ifinfmsg
 
+    import hycan.backends.netlink  # noqa: F401 (what the daemon imports: kinds stay ours)
     from hycan.backends._canlink import can_restart_attrs, can_settings_attrs, can_status
+
+    kinds = ifinfmsg.ifinfo.data_map
+    assert kinds["can"].__module__ == "hycan.backends._canlink"
+    assert kinds["vxcan"] is ifinfmsg.ifinfo.veth_data
 
     def roundtrip(attrs: list[object]) -> object:
         msg = ifinfmsg()

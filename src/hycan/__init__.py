@@ -42,6 +42,7 @@ from hycan.errors import (
 if TYPE_CHECKING:
     from hycan._async.client import AsyncDaemonClient, AsyncNetlink
     from hycan._canconfig import CanSettings
+    from hycan._events import LinkEvent
 
 __all__ = [
     "AlreadyExists",
@@ -59,6 +60,7 @@ __all__ = [
     "LeaseLost",
     "LinkBusy",
     "LinkEntry",
+    "LinkEvent",
     "LinkStatus",
     "Netlink",
     "NotSupported",
@@ -81,4 +83,8 @@ def __getattr__(name: str) -> Any:
         from hycan._canconfig import CanSettings
 
         return CanSettings
+    if name == "LinkEvent":
+        from hycan._events import LinkEvent
+
+        return LinkEvent
     raise AttributeError(f"module 'hycan' has no attribute {name!r}")

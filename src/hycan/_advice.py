@@ -29,7 +29,7 @@ def _os_release() -> dict[str, str]:
     return fields
 
 
-def _in_container() -> bool:
+def in_container() -> bool:
     return any(os.path.exists(marker) for marker in _CONTAINER_MARKERS)
 
 
@@ -40,7 +40,7 @@ def module_missing(module: str = "vcan") -> str:
     base = f"not supported: the {module} kernel module is not loaded"
     at_boot = f"add `{module}` to {_MODULES_LOAD} to load it at every boot"
     load = f"`sudo modprobe {module}`"
-    if _in_container():
+    if in_container():
         return (
             f"{base}, and inside a container only the host can load it: on the host run "
             f"{load} ({at_boot} there)"

@@ -17,6 +17,7 @@ from typing import Any, NamedTuple
 from hycan import __version__
 from hycan._advice import module_missing
 from hycan._canconfig import CanSettings
+from hycan._events import POLL_INTERVAL, QUEUE_CAPACITY, watch_names
 from hycan._netns import Netns, NotANetns, Where, classify
 from hycan._owner import Owner, holder_alive, owner_of, this_process
 from hycan._payloads import create_options, list_after, no_payload, route_options
@@ -54,6 +55,7 @@ _FAILURE = {
     Op.NETNS: ("entering the network namespace for", ErrorCode.INTERNAL),
     Op.ROUTE: ("routing from", ErrorCode.RTNL_LINK_ADD),
     Op.ROUTES: ("listing routes", ErrorCode.INTERNAL),
+    Op.WATCH: ("watching links", ErrorCode.INTERNAL),
 }
 # What the kernel cannot do to a link of another namespace from outside it (it takes no
 # IFLA_TARGET_NETNSID on a change; entering would need CAP_SYS_ADMIN).
@@ -84,7 +86,7 @@ class Session:
     None for the daemon's), and what it leases, which goes when it ends: links by
     (namespace inode, 0 for the daemon's; ifindex), and CAN gateway routes."""
 
-    __slots__ = ("leases", "peer", "pending_fd", "place", "places", "routes")
+    __slots__ = ("leases", "peer", "pending_fd", "place", "places", "routes", "watch")
 
     def __init__(self, peer: PeerCredentials) -> None:
         self.peer = peer
@@ -93,6 +95,9 @@ class Session:
         self.place: Place | None = None
         self.places: dict[int, Place] = {}  # by namespace inode: every one entered
         self.pending_fd: int | None = None  # received with the bytes, for the next NETNS
+        # After a WATCH: the names watched (an empty set: every link); the connection now
+        # carries events only (the server's business).
+        self.watch: frozenset[str] | None = None
 
     @property
     def holds(self) -> bool:
@@ -647,6 +652,25 @@ class Handler:
             )
         return f'{{"routes":[{",".join(entries)}]}}'
 
+    def _watch(self, call: _Call) -> str:
+        """Turn the connection into a stream of link events (the server sends them).
+        Every admitted peer may watch: the kernel announces link changes to any process
+        (``ip monitor link``), so this reveals nothing a member could not see."""
+        names = watch_names(call.request.payload)
+        if call.session.place is not None:
+            raise NotSupported(
+                "not supported: WATCH reports the links of the daemon's network namespace; "
+                "inside your own namespace run `ip monitor link` (no privilege needed)"
+            )
+        call.session.watch = names or frozenset()
+        return _COMPACT.encode(
+            {
+                "watching": sorted(names) if names else None,
+                "poll": POLL_INTERVAL,
+                "queue": QUEUE_CAPACITY,
+            }
+        )
+
 
 def _count(owned: Mapping[Any, int], uid: int) -> int:
     return sum(1 for owner in owned.values() if owner == uid)
@@ -667,6 +691,7 @@ _OPS: dict[Op, _OpFunction] = {
     Op.NETNS: Handler._netns,
     Op.ROUTE: Handler._route,
     Op.ROUTES: Handler._routes,
+    Op.WATCH: Handler._watch,
 }
 _FOREIGN_CHANGE_VERBS = frozenset(VERB_OF_OP[op] for op in _CHANGES)
 

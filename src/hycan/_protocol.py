@@ -52,9 +52,10 @@ class Op(enum.IntEnum):
     NETNS = 0x44  # a network namespace fd by SCM_RIGHTS (none: the daemon's); name empty
     ROUTE = 0x45  # name: source link; payload: JSON {"action", "dst", "both", "can_id", ...}
     ROUTES = 0x46  # list CAN gateway routes; name and payload empty
+    WATCH = 0x47  # the connection becomes a stream of link events; payload: JSON {"names"}
 
 
-_NAMELESS_OPS: Final = frozenset({Op.PING, Op.LIST, Op.NETNS, Op.ROUTES})
+_NAMELESS_OPS: Final = frozenset({Op.PING, Op.LIST, Op.NETNS, Op.ROUTES, Op.WATCH})
 _OPS: Final = {int(op): op for op in Op}  # faster than Op(code) on the hot path
 
 

@@ -41,8 +41,8 @@ class LinkStatus(NamedTuple):
     def from_json(cls, text: str) -> LinkStatus:
         """Parse a STATUS message: unknown keys (from newer daemons) are ignored, a missing
         optional key is None, anything else unexpected raises ``ProtocolError``."""
-        data = _json_object("STATUS", text)
-        _check_fields("STATUS", data, _STATUS_FIELDS)
+        data = json_reply("STATUS", text)
+        check_fields("STATUS", data, _STATUS_FIELDS)
         return cls(
             data["name"],
             data["exists"],
@@ -59,8 +59,8 @@ class LinkStatus(NamedTuple):
 
 
 # wire key -> (JSON type, required); a key that is not required may also be null.
-_FieldSpec = dict[str, tuple[type, bool]]
-_STATUS_FIELDS: _FieldSpec = {
+FieldSpec = dict[str, tuple[type, bool]]
+_STATUS_FIELDS: FieldSpec = {
     "name": (str, True),
     "exists": (bool, True),
     "kind": (str, False),
@@ -73,7 +73,7 @@ _STATUS_FIELDS: _FieldSpec = {
     "owner": (int, False),
     "lease": (bool, False),
 }
-_PING_FIELDS: _FieldSpec = {"protocol": (int, True), "version": (str, True), "backend": (str, True)}
+_PING_FIELDS: FieldSpec = {"protocol": (int, True), "version": (str, True), "backend": (str, True)}
 _TYPE_NAMES = {
     str: "a string",
     bool: "true or false",
@@ -103,7 +103,7 @@ class LinkEntry(NamedTuple):
         return data
 
 
-_ENTRY_FIELDS: _FieldSpec = {
+_ENTRY_FIELDS: FieldSpec = {
     "name": (str, True),
     "index": (int, True),
     "kind": (str, False),
@@ -117,7 +117,7 @@ _ENTRY_FIELDS: _FieldSpec = {
 
 def parse_list(text: str) -> tuple[list[LinkEntry], int | None]:
     """Parse a LIST message: its entries and where the next page starts (None: last)."""
-    data = _json_object("LIST", text)
+    data = json_reply("LIST", text)
     links, following = data.get("links"), data.get("next")
     if type(links) is not list or not (following is None or type(following) is int):
         raise _malformed("LIST", 'expected {"links": [...], "next": int or null}')
@@ -125,7 +125,7 @@ def parse_list(text: str) -> tuple[list[LinkEntry], int | None]:
     for item in links:
         if type(item) is not dict:
             raise _malformed("LIST", "an entry is not an object")
-        _check_fields("LIST", item, _ENTRY_FIELDS)
+        check_fields("LIST", item, _ENTRY_FIELDS)
         may = item["may"]
         if not all(type(verb) is str for verb in may):
             raise _malformed("LIST", "'may' holds something other than strings")
@@ -147,14 +147,14 @@ def parse_list(text: str) -> tuple[list[LinkEntry], int | None]:
 def ping_info(text: str) -> dict[str, Any]:
     """Parse a PING message: an object with ``protocol`` (int), ``version`` and ``backend``
     (strings), and possibly more keys; anything else raises ``ProtocolError``."""
-    data = _json_object("PING", text)
+    data = json_reply("PING", text)
     # One expression first, not the loop: PING is what health checks and benchmarks call.
     if not (
         type(data.get("protocol")) is int
         and type(data.get("version")) is str
         and type(data.get("backend")) is str
     ):
-        _check_fields("PING", data, _PING_FIELDS)  # raises, naming the field
+        check_fields("PING", data, _PING_FIELDS)  # raises, naming the field
     return data
 
 
@@ -165,7 +165,7 @@ def _malformed(op: str, problem: str) -> ProtocolError:
     )
 
 
-def _json_object(op: str, text: str) -> dict[str, Any]:
+def json_reply(op: str, text: str) -> dict[str, Any]:
     try:
         data = _DECODE(text)
     except (ValueError, RecursionError) as exc:  # RecursionError: nested too deep
@@ -175,7 +175,7 @@ def _json_object(op: str, text: str) -> dict[str, Any]:
     return data
 
 
-def _check_fields(op: str, data: dict[str, Any], spec: _FieldSpec) -> None:
+def check_fields(op: str, data: dict[str, Any], spec: FieldSpec) -> None:
     # `type() is` and not isinstance(): JSON true is not an integer here.
     for key, (kind, required) in spec.items():
         value = data.get(key)
@@ -214,7 +214,7 @@ class RouteEntry(NamedTuple):
         return self._asdict()
 
 
-_ROUTE_FIELDS: _FieldSpec = {
+_ROUTE_FIELDS: FieldSpec = {
     "src": (str, True),
     "dst": (str, True),
     "can_id": (int, False),
@@ -230,7 +230,7 @@ _ROUTE_FIELDS: _FieldSpec = {
 
 def parse_routes(text: str) -> list[RouteEntry]:
     """Parse a ROUTES message (anything unexpected raises ``ProtocolError``)."""
-    data = _json_object("ROUTES", text)
+    data = json_reply("ROUTES", text)
     routes = data.get("routes")
     if type(routes) is not list:
         raise _malformed("ROUTES", 'expected {"routes": [...]}')
@@ -238,7 +238,7 @@ def parse_routes(text: str) -> list[RouteEntry]:
     for item in routes:
         if type(item) is not dict:
             raise _malformed("ROUTES", "an entry is not an object")
-        _check_fields("ROUTES", item, _ROUTE_FIELDS)
+        check_fields("ROUTES", item, _ROUTE_FIELDS)
         values: dict[str, Any] = {key: item.get(key) for key in _ROUTE_FIELDS}
         entries.append(RouteEntry(**values))
     return entries

@@ -13,6 +13,7 @@ import json
 import sys
 from typing import Any, TextIO
 
+from hycan._events import LinkEvent
 from hycan._lease import lease_and_run, run_in_sandbox
 from hycan._status import LinkEntry, LinkStatus, RouteEntry
 from hycan._sync.client import DaemonClient
@@ -80,6 +81,15 @@ def build_parser() -> argparse.ArgumentParser:
     _add_can_commands(commands)
     commands.add_parser("restart", help="restart a CAN controller in bus-off").add_argument(
         "name", help="interface name"
+    )
+    watch = commands.add_parser(
+        "watch",
+        help="print link events as they happen (added, removed, up, down, carrier, renamed, "
+        "CAN state) until interrupted",
+    )
+    watch.add_argument("names", nargs="*", metavar="NAME", help="only these links")
+    commands.add_parser(
+        "doctor", help="check the daemon, your access, the kernel modules and user namespaces"
     )
     commands.add_parser("ping", help="check that the daemon answers; show its version")
     commands.add_parser(
@@ -356,12 +366,54 @@ def main(argv: list[str] | None = None) -> int:
             parser.error("hycan run needs a command: hycan run [--vxcan NAME=HOSTLINK]... -- CMD")
         client = DaemonClient(args.socket, timeout=args.timeout, daemon_uid=args.daemon_uid)
         return run_in_sandbox(client, args.vcan, args.vxcan, cmd, stderr=sys.stderr)
-    code, result, text = run(args)
+    if args.command == "watch":
+        return watch_links(args)
+    if args.command == "doctor":
+        from hycan._doctor import doctor  # its checks' imports only when asked
+
+        code, result, text = doctor(args.socket, args.timeout, args.daemon_uid)
+    else:
+        code, result, text = run(args)
     if args.json:
         print(json.dumps(result))
     else:
-        emit(text, sys.stdout if code == EXIT_OK else sys.stderr)
+        report = code == EXIT_OK or args.command == "doctor"  # a report, whatever it says
+        emit(text, sys.stdout if report else sys.stderr)
     return code
+
+
+def describe_event(event: LinkEvent) -> str:
+    """One human line for a link event."""
+    what = {
+        "added": f"added ({event.kind or 'device'})",
+        "renamed": f"renamed from {event.old_name}",
+        "carrier": f"carrier {'on' if event.carrier else 'off'}",
+        "can_state": f"CAN state {event.old_state or '-'} -> {event.state}",
+    }.get(event.event, event.event)
+    if event.event == "lost":
+        return f"({event.lost} events lost: this watcher did not read them in time)"
+    return f"{event.name} {what}"
+
+
+def watch_links(args: argparse.Namespace) -> int:
+    """``hycan watch``: print events (``--json``: one object per line) until interrupted."""
+    client = DaemonClient(args.socket, timeout=args.timeout, daemon_uid=args.daemon_uid)
+    try:
+        with client.watch(*args.names) as events:
+            watched = ", ".join(args.names) or "every link"
+            emit(f"hycan: watching {watched} (Ctrl-C to stop)", sys.stderr)
+            sys.stderr.flush()
+            for event in events:
+                line = event.to_json() if args.json else describe_event(event)
+                emit(line, sys.stdout)
+                sys.stdout.flush()
+    except HycanError as exc:
+        emit(f"hycan: {exc.message}", sys.stderr)
+        return EXIT_UNAVAILABLE if isinstance(exc, DaemonUnavailable | Timeout) else EXIT_FAILED
+    except KeyboardInterrupt:
+        return EXIT_OK
+    emit("hycan: the daemon ended the watch (it stopped or restarted)", sys.stderr)
+    return EXIT_UNAVAILABLE
 
 
 def emit(text: str, stream: TextIO) -> None:

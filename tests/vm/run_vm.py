@@ -305,8 +305,13 @@ def main() -> int:
     parser.add_argument("--append", default="", help="extra kernel command line arguments")
     parser.add_argument("--env", action="append", default=[], metavar="NAME=VALUE")
     parser.add_argument("--cwd", default=os.getcwd(), help="guest working directory")
-    parser.add_argument("--can-controllers", type=int, default=0, metavar="N",
-                        help="emulated SJA1000 CAN controllers on one bus (kvaser_pci)")
+    parser.add_argument(
+        "--can-controllers",
+        type=int,
+        default=0,
+        metavar="N",
+        help="emulated SJA1000 CAN controllers on one bus (kvaser_pci)",
+    )
     parser.add_argument("command", nargs="+", help="command run in the guest (after --)")
     args = parser.parse_args()
     deadline = time.monotonic() + args.timeout
@@ -341,8 +346,9 @@ def main() -> int:
                 kernel = kernel_dir / f"boot/vmlinuz-{version}"
             moddir = kernel_dir / "lib/modules" / version
             con, out = os.pipe(), os.pipe()
-            cmd = qemu_command(kernel, initrd, moddir, rundir, args.append, (con[1], out[1]),
-                               args.can_controllers)
+            cmd = qemu_command(
+                kernel, initrd, moddir, rundir, args.append, (con[1], out[1]), args.can_controllers
+            )
             if not run_vm(cmd, con, out, deadline):
                 fail(f"timed out after {args.timeout:g} s (qemu killed)", EXIT_TIMEOUT)
             status_file = rundir / "status"

@@ -259,7 +259,7 @@ def test_bitrate_on_a_real_can_driver(slcan: str, shared_dir: Path, identities: 
             status = client.status(slcan)
             refused = (
                 refusal(client, bitrate=123456),  # slcan only knows fixed bitrates
-                refusal(client, fd=True),  # slcan has no CAN FD
+                refusal(client, bitrate=500000, data_bitrate=2_000_000, fd=True),  # no CAN FD
                 refusal(client, restart_ms=100),  # nor bus-off restart
             )
         assert status.can is not None

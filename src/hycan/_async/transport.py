@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import socket
 from typing import TYPE_CHECKING
 
@@ -73,14 +74,21 @@ class AsyncSocketTransport:
         self._decoder = ResponseDecoder()
         self.generation += 1  # a new connection: a new session in the daemon
 
+    def sibling(self) -> AsyncSocketTransport:
+        """A transport of its own to the same daemon (not connected yet)."""
+        return AsyncSocketTransport(self.path, self._tried, self._daemon_uid)
+
     @property
     def connected(self) -> bool:
         """Whether a connection is open."""
         return self._sock is not None
 
-    async def roundtrip(self, frame: bytes, deadline: float, fd: int | None = None) -> Response:
+    async def roundtrip(
+        self, frame: bytes, deadline: float, fd: int | None = None, *, stream: bool = False
+    ) -> Response:
         """Send one request frame (with descriptor ``fd`` passed along, by SCM_RIGHTS)
-        and read its response, all by ``deadline``."""
+        and read its response, all by ``deadline``. ``stream``: more frames follow the
+        response (WATCH's events; read them with :meth:`next_reply`)."""
         # A bare CancelScope: fail_after() is a generator-based context manager, which
         # costs more than the rest of an uncontended call's Python code.
         with trio.CancelScope(deadline=deadline):
@@ -101,7 +109,7 @@ class AsyncSocketTransport:
                     while True:
                         event = decoder.next_event()
                         if isinstance(event, Response):
-                            if decoder.buffered:
+                            if decoder.buffered and not stream:
                                 raise extra_reply(self.path)
                             return event
                         data = await receive(sock, RECV_SIZE)
@@ -117,6 +125,27 @@ class AsyncSocketTransport:
             finally:
                 self._lock.release()
         raise timed_out(self.path)  # the deadline passed: the scope swallowed Cancelled
+
+    async def next_reply(self, deadline: float | None = None) -> Response | None:
+        """The next frame of a stream (after ``roundtrip(..., stream=True)``), waiting
+        until ``deadline`` (None: however long it takes; past it: ``Timeout``); None once
+        the daemon has closed the connection."""
+        sock, decoder = self._sock, self._decoder
+        with trio.CancelScope(deadline=math.inf if deadline is None else deadline):
+            try:
+                while sock is not None:
+                    event = decoder.next_event()
+                    if isinstance(event, Response):
+                        return event
+                    data = await receive(sock, RECV_SIZE)
+                    if not data:
+                        break
+                    decoder.receive_data(data)
+            except (OSError, trio.ClosedResourceError):
+                pass
+            self.close()
+            return None
+        raise timed_out(self.path)
 
     def close(self) -> None:
         """Close the connection now, without a checkpoint (a later call reconnects)."""

@@ -15,6 +15,7 @@ from types import TracebackType
 from typing import Any, Self
 
 from hycan._sync.transport import LocalTransport, SocketTransport, clock
+from hycan._sync.watch import Watch
 from hycan._names import encode_name
 from hycan._netns import identity_of, open_netns
 from hycan._paths import client_socket
@@ -303,6 +304,14 @@ class DaemonClient:
     def restart(self, name: str) -> str:
         """Restart a CAN controller that is in bus-off state."""
         return (self.request(Op.CAN_RESTART, name)).message
+
+    def watch(self, *names: str) -> Watch:
+        """The link events of ``names`` (none: every link of the daemon's namespace):
+        added, removed, up, down, carrier, renamed and CAN state changes, as
+        :class:`hycan.LinkEvent`. On a connection of its own (this client stays free for
+        calls); starts on entering ``with`` or on the first event. Needs hycan-daemon
+        (there is no in-process watch)."""
+        return Watch(self._socket.sibling(), names, self._timeout)
 
     def ping(self) -> dict[str, Any]:
         """The daemon's ``protocol`` version, package ``version`` and ``backend``."""

@@ -36,10 +36,17 @@ _TIMEVAL = struct.Struct("@ll")  # struct timeval: seconds, microseconds
 _NO_WAIT = socket.MSG_DONTWAIT
 
 
+def _timeval(seconds: float | None) -> bytes:
+    """A struct timeval of ``seconds`` (None: "forever", which the kernel writes as 0; the
+    shortest timeout is therefore 1 µs)."""
+    if seconds is None:
+        return _TIMEVAL.pack(0, 0)
+    return _TIMEVAL.pack(*divmod(max(1, round(seconds * 1e6)), 1_000_000))
+
+
 def _arm(sock: socket.socket, seconds: float) -> float:
     """Make each connect, send and receive on ``sock`` wait at most ``seconds``."""
-    # (0 would mean "forever" to the kernel: the shortest timeout is 1 µs.)
-    timeval = _TIMEVAL.pack(*divmod(max(1, round(seconds * 1e6)), 1_000_000))
+    timeval = _timeval(seconds)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, timeval)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, timeval)
     return seconds
@@ -104,14 +111,21 @@ class SocketTransport:
         self.generation += 1  # a new connection: a new session in the daemon
         return sock
 
+    def sibling(self) -> SocketTransport:
+        """A transport of its own to the same daemon (not connected yet)."""
+        return SocketTransport(self.path, self._tried, self._daemon_uid, self._timeout)
+
     @property
     def connected(self) -> bool:
         """Whether a connection is open."""
         return self._sock is not None
 
-    def roundtrip(self, frame: bytes, deadline: float, fd: int | None = None) -> Response:
+    def roundtrip(
+        self, frame: bytes, deadline: float, fd: int | None = None, *, stream: bool = False
+    ) -> Response:
         """Send one request frame (with descriptor ``fd`` passed along, by SCM_RIGHTS)
-        and read its response, all by ``deadline``."""
+        and read its response, all by ``deadline``. ``stream``: more frames follow the
+        response (WATCH's events; read them with :meth:`next_reply`)."""
         lock = self._lock
         # prompt: the lock came at once, so until this call waits the armed timeout fits
         prompt = lock.acquire(False)
@@ -124,7 +138,7 @@ class SocketTransport:
             try:
                 if fd is not None:
                     frame, prompt = frame[sock.sendmsg([frame], rights(fd)) :], False
-                return self._exchange(sock, frame, deadline, prompt)
+                return self._exchange(sock, frame, deadline, prompt, stream)
             except BlockingIOError:  # SO_RCVTIMEO/SO_SNDTIMEO expired: the deadline passed
                 self.close()
                 raise timed_out(self.path) from None
@@ -141,7 +155,7 @@ class SocketTransport:
             lock.release()
 
     def _exchange(
-        self, sock: socket.socket, frame: bytes, deadline: float, prompt: bool
+        self, sock: socket.socket, frame: bytes, deadline: float, prompt: bool, stream: bool
     ) -> Response:
         decoder = self._decoder
         if prompt:  # the common case: a send that need not wait, then one receive
@@ -162,7 +176,7 @@ class SocketTransport:
         while True:
             event = decoder.next_event()
             if isinstance(event, Response):
-                if decoder.buffered:
+                if decoder.buffered and not stream:
                     raise extra_reply(self.path)
                 return event
             if not prompt:
@@ -180,6 +194,31 @@ class SocketTransport:
             raise timed_out(self.path)
         if remaining + SLACK < self._armed:
             self._armed = _arm(sock, remaining)
+
+    def next_reply(self, deadline: float | None = None) -> Response | None:
+        """The next frame of a stream (after ``roundtrip(..., stream=True)``), waiting
+        until ``deadline`` (None: however long it takes; past it: ``Timeout``); None once
+        the daemon has closed the connection."""
+        sock, decoder = self._sock, self._decoder
+        try:
+            while sock is not None:
+                event = decoder.next_event()
+                if isinstance(event, Response):
+                    return event
+                remaining = None if deadline is None else deadline - clock()
+                if remaining is not None and remaining <= 0:
+                    raise timed_out(self.path)
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, _timeval(remaining))
+                data = sock.recv(RECV_SIZE)
+                if not data:
+                    break
+                decoder.receive_data(data)
+        except BlockingIOError:  # SO_RCVTIMEO expired
+            raise timed_out(self.path) from None
+        except OSError:
+            pass
+        self.close()
+        return None
 
     def close(self) -> None:
         """Close the connection (a later call reconnects)."""

@@ -40,7 +40,10 @@ class _CanData(can_plugin.can):  # type: ignore[misc]
         )
 
 
-ifinfmsg.ifinfo.register_link_kind(module={"can": _CanData})
+# Every register_link_kind() call first resets each kind to pyroute2's own class, so the
+# daemon registers its kinds here, in one call: "can", and "vxcan", whose IFLA_INFO_DATA is
+# a veth's (VXCAN_INFO_PEER (1) holds the peer's ifinfomsg).
+ifinfmsg.ifinfo.register_link_kind(module={"can": _CanData, "vxcan": ifinfmsg.ifinfo.veth_data})
 
 _STATS_STRUCT = struct.Struct(f"={len(CAN_STATS)}I")  # struct can_device_stats
 _TIMING_KEYS = ("tq", "prop_seg", "phase_seg1", "phase_seg2", "sjw", "brp")
@@ -128,9 +131,27 @@ def _stats(xstats: str | None) -> dict[str, int] | None:
     return dict(zip(CAN_STATS, _STATS_STRUCT.unpack_from(raw), strict=True))
 
 
-def can_status(linkinfo: Any) -> dict[str, Any] | None:
-    """The ``can`` part of STATUS from a decoded IFLA_LINKINFO of kind can (the shape is
-    documented in docs/can.md)."""
+# STATUS "frames" key -> struct rtnl_link_stats64 field
+_FRAME_FIELDS = {
+    "tx_frames": "tx_packets",
+    "rx_frames": "rx_packets",
+    "tx_bytes": "tx_bytes",
+    "rx_bytes": "rx_bytes",
+    "tx_errors": "tx_errors",
+    "rx_errors": "rx_errors",
+    "tx_dropped": "tx_dropped",
+    "rx_dropped": "rx_dropped",
+}
+
+
+def _frames(stats64: Any) -> dict[str, int] | None:
+    """The link's frame counters from IFLA_STATS64 (None when the kernel left them out)."""
+    return {key: stats64[field] for key, field in _FRAME_FIELDS.items()} if stats64 else None
+
+
+def can_status(linkinfo: Any, stats64: Any = None) -> dict[str, Any] | None:
+    """The ``can`` part of STATUS from a decoded IFLA_LINKINFO of kind can and the link's
+    IFLA_STATS64 (the shape is documented in docs/can.md)."""
     data = linkinfo.get_attr("IFLA_INFO_DATA") if linkinfo is not None else None
     if data is None:
         return None
@@ -165,4 +186,5 @@ def can_status(linkinfo: Any) -> dict[str, Any] | None:
         "termination": data.get_attr("IFLA_CAN_TERMINATION"),
         "terminations_supported": list(data.get_attr("IFLA_CAN_TERMINATION_CONST") or []),
         "stats": _stats(linkinfo.get_attr("IFLA_INFO_XSTATS")),
+        "frames": _frames(stats64),
     }

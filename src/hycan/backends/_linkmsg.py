@@ -93,7 +93,7 @@ def parse_link(name: str, data: bytes) -> LinkStatus:
     if kind == "can":  # rare and rich: let pyroute2 decode the CAN attributes
         msg = ifinfmsg(data[:end])
         msg.decode()
-        can = can_status(msg.get_attr("IFLA_LINKINFO"))
+        can = can_status(msg.get_attr("IFLA_LINKINFO"), msg.get_attr("IFLA_STATS64"))
     return LinkStatus(
         name,
         exists=True,

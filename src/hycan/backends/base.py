@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, NamedTuple, Protocol
 
 from hycan._status import LinkStatus
 
-__all__ = ["Backend", "LinkRef", "LinkStatus", "Route"]
+__all__ = ["Backend", "LinkMonitor", "LinkRef", "LinkStatus", "Route"]
 
 if TYPE_CHECKING:
     from hycan._canconfig import CanSettings
@@ -49,6 +49,20 @@ class Route(NamedTuple):
     def same_job(self, other: Route) -> bool:
         """Whether both describe one kernel job (counters aside)."""
         return self[:6] == other[:6]
+
+
+class LinkMonitor(Protocol):
+    """The link changes of one namespace, as the kernel announces them (for WATCH)."""
+
+    def fileno(self) -> int:
+        """A descriptor that is readable when changes are pending."""
+
+    def read(self) -> list[LinkStatus] | None:
+        """The statuses of the links that changed since the last read (a deleted link:
+        ``exists`` False, with its ifindex), oldest first; None if changes were lost."""
+
+    def close(self) -> None:
+        """Stop listening."""
 
 
 class Backend(Protocol):
@@ -97,6 +111,9 @@ class Backend(Protocol):
 
     def status(self, name: str) -> LinkStatus:
         """Describe a link; ``exists=False`` if there is none."""
+
+    def monitor(self) -> LinkMonitor:
+        """Start listening to the namespace's link changes (the caller closes it)."""
 
     def close(self) -> None:
         """Release kernel resources."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import errno
 import os
@@ -55,7 +56,50 @@ def _new_controller(modes: tuple[str, ...], terminations: tuple[int, ...]) -> di
         "termination": terminations[0] if terminations else None,
         "terminations_supported": list(terminations),
         "stats": dict.fromkeys(CAN_STATS, 0),
+        "frames": None,
     }
+
+
+class MemoryMonitor:
+    """Link changes of a :class:`MemoryBackend`, signalled on a pipe like a socket's
+    readiness (so the daemon waits on it as on the kernel's)."""
+
+    def __init__(self, capacity: int = 4096) -> None:
+        self._read_fd, self._write_fd = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self._changes: list[LinkStatus] = []
+        self._capacity = capacity
+        self._lost = False
+        self.closed = False
+
+    def fileno(self) -> int:
+        """Readable while changes are pending."""
+        return self._read_fd
+
+    def push(self, status: LinkStatus) -> None:
+        """Record one change (beyond ``capacity`` unread ones: lost, like ENOBUFS)."""
+        if len(self._changes) >= self._capacity:
+            self._lost = True
+            self._changes.clear()
+        self._changes.append(status)
+        with contextlib.suppress(BlockingIOError):  # full: readable already
+            os.write(self._write_fd, b"!")
+
+    def read(self) -> list[LinkStatus] | None:
+        """The changes since the last read, or None if some were lost."""
+        try:
+            while os.read(self._read_fd, 4096):
+                pass
+        except BlockingIOError:
+            pass
+        changes, self._changes = self._changes, []
+        lost, self._lost = self._lost, False
+        return None if lost else changes
+
+    def close(self) -> None:
+        """Close the pipe."""
+        self.closed = True
+        os.close(self._read_fd)
+        os.close(self._write_fd)
 
 
 def _fail(code: int, name: str) -> OSError:
@@ -85,6 +129,7 @@ class MemoryBackend:
         self._altnames: dict[str, str] = {}  # altname -> the link's name
         self._by_index = {link.index: name for name, link in self._links.items()}
         self._next_index = 3
+        self._monitors: list[MemoryMonitor] = []
 
     def for_netns(self, netns: Netns) -> MemoryBackend:
         """The namespace ``netns`` names (made on first use, kept like a kernel's)."""
@@ -142,10 +187,11 @@ class MemoryBackend:
     def set_up(self, link: LinkRef, up: bool) -> None:
         """Set the administrative state; ENODEV if gone. A CAN controller starts
         (ERROR-ACTIVE) and stops (STOPPED) with it."""
-        found = self._at(link)[1]
+        name, found = self._at(link)
         found.up = up
         if found.can is not None:
             found.can["state"] = "ERROR-ACTIVE" if up else "STOPPED"
+        self._changed(name)
 
     def delete_link(self, link: LinkRef) -> None:
         """Remove a link (and a pair's peer); ENODEV if gone, EOPNOTSUPP for devices that
@@ -162,6 +208,7 @@ class MemoryBackend:
 
     def _remove(self, name: str, link: _Link) -> None:
         del self._links[name], self._by_index[link.index]
+        self._changed(name, gone=link.index)
         self._altnames = {alt: own for alt, own in self._altnames.items() if own != name}
         self.route_table = [r for r in self.route_table if link.index not in (r.src, r.dst)]
 
@@ -259,6 +306,7 @@ class MemoryBackend:
             raise _fail(errno.EBUSY, name)
         link.can["state"] = "ERROR-ACTIVE"
         link.can["stats"]["restarts"] += 1
+        self._changed(name)
 
     def status(self, name: str) -> LinkStatus:
         """Describe a link (by its name or an altname; reported under its own name)."""
@@ -280,6 +328,30 @@ class MemoryBackend:
             alias=link.alias,
         )
 
+    def monitor(self) -> MemoryMonitor:
+        """Listen to this namespace's link changes (closing it stops them)."""
+        monitor = MemoryMonitor()
+        self._monitors.append(monitor)
+        return monitor
+
+    def set_can_state(self, name: str, state: str) -> None:
+        """Simulate the bus: controller ``name`` enters CAN ``state`` (e.g. "BUS-OFF"),
+        which the kernel announces only for bus-off and restarts (others are polled)."""
+        name, link = self._at(self.resolve(name))
+        assert link.can is not None, f"{name} is not a CAN controller"
+        link.can["state"] = state
+        if state == "BUS-OFF":
+            self._changed(name)
+
+    def _changed(self, name: str, gone: int | None = None) -> None:
+        """Announce link ``name``'s new state (or, ``gone``: that index was deleted)."""
+        self._monitors = [m for m in self._monitors if not m.closed]
+        if not self._monitors:
+            return
+        status = self.status(name) if gone is None else LinkStatus(name, False, ifindex=gone)
+        for monitor in self._monitors:
+            monitor.push(status)
+
     def close(self) -> None:
         """Nothing to release."""
 
@@ -293,6 +365,7 @@ class MemoryBackend:
         self._links[name] = link
         self._by_index[link.index] = name
         self._next_index += 1
+        self._changed(name)
 
     def _at(self, ref: LinkRef) -> tuple[str, _Link]:
         """The link with ``ref``'s index, whatever its name is now (ENODEV if gone)."""

@@ -13,11 +13,11 @@ What keeps a request in the tens of microseconds (see docs/perf.md):
   distinct request (type, flags, name, attributes) is built once by pyroute2 and kept
   encoded; later sends copy it and patch only the sequence number.
 - Decoding a whole RTM_NEWLINK with ``ifinfmsg.decode()`` costs 200-700 µs (it decodes
-  every statistic and per-family block). STATUS asks the kernel to leave out the
-  statistics it can skip (``IFLA_EXT_MASK`` = ``RTEXT_FILTER_SKIP_STATS``) and reads only
-  the attributes it reports, walking the attribute list with ``struct``; attribute numbers
-  and the operstate names come from pyroute2's own tables (CAN links, rare and rich, are
-  still decoded by pyroute2).
+  every statistic and per-family block). A dump of every link asks the kernel to leave
+  out the statistics (``IFLA_EXT_MASK`` = ``RTEXT_FILTER_SKIP_STATS``), and STATUS reads
+  only the attributes it reports, walking the attribute list with ``struct``; attribute
+  numbers and the operstate names come from pyroute2's own tables (CAN links, rare and
+  rich, are still decoded by pyroute2, statistics included: their frame counters).
 - The policy's question "which link is this name, of what kind?" is answered from
   :class:`~hycan.backends._linkkinds.LinkKinds`, kept exact by the kernel's link
   notifications, so UP/DOWN of a vcan (or a failing op on a missing name) needs no
@@ -64,10 +64,8 @@ from hycan.backends import _cangw
 from hycan.backends._canlink import can_restart_attrs, can_settings_attrs
 from hycan.backends._linkkinds import LinkKinds
 from hycan.backends._linkmsg import NLMSG_HEADER, U32, parse_link
+from hycan.backends._monitor import NetlinkMonitor
 from hycan.backends.base import LinkRef, LinkStatus, Route
-
-# A vxcan's IFLA_INFO_DATA is a veth's: VXCAN_INFO_PEER (1) holds the peer's ifinfomsg.
-ifinfmsg.ifinfo.register_link_kind(module={"vxcan": ifinfmsg.ifinfo.veth_data})
 
 _SEQ_OFFSET = 8  # of the sequence number inside the header
 _NLMSG_ERRNO = struct.Struct("=i")
@@ -242,10 +240,16 @@ class NetlinkBackend:
         if code:
             raise OSError(code, os.strerror(code), "route")
 
+    def monitor(self) -> NetlinkMonitor:
+        """A socket on the kernel's link announcements (RTNLGRP_LINK) of the daemon's
+        namespace."""
+        return NetlinkMonitor()
+
     def status(self, name: str) -> LinkStatus:
-        """RTM_GETLINK by name (statistics skipped); ``exists=False`` on ENODEV."""
+        """RTM_GETLINK by name; ``exists=False`` on ENODEV. With the statistics (a CAN
+        link's STATUS reports its frame counters), which the dump of :meth:`links` skips."""
         try:
-            reply = self._request(RTM_GETLINK, 0, name, ext_mask=RTEXT_FILTER_SKIP_STATS, ack=False)
+            reply = self._request(RTM_GETLINK, 0, name, ack=False)
         except OSError as exc:
             if exc.errno == errno.ENODEV:
                 return LinkStatus(name, exists=False)

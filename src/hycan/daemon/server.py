@@ -31,8 +31,9 @@ import logging
 import math
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 import trio
 
@@ -46,10 +47,12 @@ from hycan._protocol import (
     RequestDecoder,
     Response,
     failure,
+    ok,
 )
 from hycan._trio_io import receive_with_fds, recv_with_fds, send_all
 from hycan.daemon.audit import SUMMARY_EVERY, AuditLog, Throttle
 from hycan.daemon.policy import AccessPolicy
+from hycan.daemon.watch import Watcher, WatchHub
 from hycan.errors import ErrorCode
 
 log = logging.getLogger("hycan.daemon")
@@ -66,6 +69,7 @@ _INTERNAL_ERROR = failure(
     ErrorCode.INTERNAL, "internal error in hycan-daemon (see its log)"
 ).encode()
 
+T = TypeVar("T")
 Authorizer = Callable[[PeerCredentials], str | None]
 """Returns None to admit a peer, or the reason it is refused."""
 
@@ -84,7 +88,7 @@ class Limits:
 class _Connection:
     """One client's socket and cancel scope, and whether it is waiting for a request."""
 
-    __slots__ = ("_streak", "idle", "scope", "session", "sock")
+    __slots__ = ("_streak", "idle", "scope", "session", "sock", "watcher")
 
     def __init__(self, sock: socket.socket, scope: trio.CancelScope, session: Session) -> None:
         self.sock = sock
@@ -92,6 +96,7 @@ class _Connection:
         self.session = session
         self.idle = False
         self._streak = 0  # reads in a row that did not wait
+        self.watcher: Watcher | None = None  # after a WATCH: where its events wait
 
     async def receive(self, size: int) -> bytes:
         """The next bytes from the client (b"" at EOF). A descriptor that came with them
@@ -140,12 +145,14 @@ class Server:
         self.authorize = authorize or AccessPolicy.build(group=None).authorize
         self.limits = limits or Limits()
         self.audit = audit or AuditLog(throttle=Throttle())
+        self.hub = WatchHub(handler.backend)
         self.clients = 0
         self._per_uid: dict[int, int] = {}
         self._connections: set[_Connection] = set()
         self._accepting = trio.CancelScope()
         self._ticking = trio.CancelScope()
         self._stopping = False
+        self._nursery: trio.Nursery | None = None
 
     async def serve(
         self,
@@ -160,6 +167,7 @@ class Server:
         sock.setblocking(False)
         try:
             async with trio.open_nursery() as clients:
+                self._nursery = clients
                 clients.start_soon(self._tick)
                 with self._accepting:
                     task_status.started()
@@ -301,7 +309,7 @@ class Server:
                         if not data:
                             return
                         decoder.receive_data(data)
-                    replies, fault, more = self._answer_batch(decoder, session)
+                    replies, fault, more = self._answer_batch(decoder, connection)
                     if not more and session.pending_fd is not None:
                         session.drop_fd()  # sent with a request that was not NETNS
                     if replies:
@@ -317,7 +325,13 @@ class Server:
                     self.audit.flush()
                     if fault:
                         return
+                    if connection.watcher is not None:
+                        if not decoder.buffered:  # a watching connection sends nothing
+                            await self._stream(connection, connection.watcher)
+                        return
             finally:
+                if connection.watcher is not None:
+                    self.hub.unsubscribe(connection.watcher)
                 self._connections.discard(connection)
         if scope.cancelled_caught and not self._stopping:
             log.info(
@@ -328,18 +342,29 @@ class Server:
                 idle_timeout,
             )
 
+    async def _stream(self, connection: _Connection, watcher: Watcher) -> None:
+        """Send ``watcher``'s events until the client closes the connection or sends
+        anything (a watching connection carries no more requests), or the watch ends."""
+        connection.scope.deadline = math.inf  # a watcher may wait for events for ever
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(_cancel_on_input, connection, nursery.cancel_scope)
+            while (events := await _idle(connection, watcher.events())) is not None:
+                await send_all(connection.sock, b"".join(ok(e.to_json()).encode() for e in events))
+            nursery.cancel_scope.cancel()
+
     def _answer_batch(
-        self, decoder: RequestDecoder, session: Session
+        self, decoder: RequestDecoder, connection: _Connection
     ) -> tuple[list[bytes], bool, bool]:
         """The encoded replies of one turn: at most ``_BATCH``, and no more once the turn took
         ``_TURN`` (a pipeline of slow link changes must not hold up other clients). Also
         whether answering failed (a bug: logged, answered "internal error", and the
         connection is to be closed) and whether the turn ended with requests left."""
         replies: list[bytes] = []
+        session = connection.session
         started = time.perf_counter()
         while isinstance(event := decoder.next_event(), Request | BadRequest):
             try:
-                replies.append(self._answer(event, session))
+                replies.append(self._answer(event, connection))
             except Exception:
                 log.exception(
                     "internal error answering uid %d pid %d: closing its connection",
@@ -348,17 +373,22 @@ class Server:
                 )
                 replies.append(_INTERNAL_ERROR)
                 return replies, True, False
+            if connection.watcher is not None:
+                return replies, False, False  # the connection carries events from now on
             if len(replies) == _BATCH or time.perf_counter() - started > _TURN:
                 return replies, False, True
         return replies, False, False
 
-    def _answer(self, event: Request | BadRequest, session: Session) -> bytes:
+    def _answer(self, event: Request | BadRequest, connection: _Connection) -> bytes:
         audit = self.audit
+        session = connection.session
         peer = session.peer
         if isinstance(event, BadRequest):
             audit.request(peer, event.op_label, event.name, code=event.code, message=event.message)
             return failure(event.code, event.message).encode()
         response, link = self.handler.answer(event, session)
+        if session.watch is not None and connection.watcher is None:
+            response = self._subscribe(connection, session.watch, response)
         ok = response.success
         audit.request(
             peer,
@@ -370,6 +400,34 @@ class Server:
             routine=ok and event.op in _READ_ONLY_OPS,
         )
         return response.encode()
+
+    def _subscribe(
+        self, connection: _Connection, names: frozenset[str], response: Response
+    ) -> Response:
+        """Start ``connection``'s watch before its WATCH is answered (no later change is
+        missed); a failure to listen to the kernel is the answer instead."""
+        assert self._nursery is not None
+        try:
+            connection.watcher = self.hub.subscribe(names or None, self._nursery)
+        except OSError as exc:
+            connection.session.watch = None
+            return failure(ErrorCode.INTERNAL, f"cannot watch links: {exc.strerror or exc}")
+        return response
+
+
+async def _idle(connection: _Connection, waiting: Awaitable[T]) -> T:
+    """Await ``waiting`` with the connection marked idle (shutdown closes idle ones)."""
+    connection.idle = True
+    try:
+        return await waiting
+    finally:
+        connection.idle = False
+
+
+async def _cancel_on_input(connection: _Connection, scope: trio.CancelScope) -> None:
+    """Cancel ``scope`` when the client closes its end or sends anything."""
+    await connection.receive(1)
+    scope.cancel()
 
 
 def _answer_and_close(conn: socket.socket, response: Response) -> None:
