@@ -3,15 +3,17 @@ in a netns, the CLI)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
 import subprocess
 import sys
+import tempfile
 
 import pytest
 import trio
 import trio.testing
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import hycan
@@ -24,10 +26,15 @@ from hycan._events import (
     watch_names,
     watch_payload,
 )
+from hycan._handler import Handler
 from hycan._protocol import Op, Response, ResponseDecoder, encode_request
 from hycan._status import LinkStatus
+from hycan.backends.memory import MemoryBackend
+from hycan.daemon.listener import bind_unix
+from hycan.daemon.server import Server
 from hycan.errors import ErrorCode
 from tests.conftest import DaemonProcess, InProcessDaemon, Netns
+from tests.strategies import PAYLOADS
 
 
 def link(name: str, index: int, **fields: object) -> LinkStatus:
@@ -211,10 +218,9 @@ async def test_anything_sent_after_watch_ends_it(daemon: InProcessDaemon) -> Non
         assert (await replies(sock, ResponseDecoder()))[0].success
         sock.sendall(encode_request(Op.PING, b"", b""))
         await trio.lowlevel.wait_readable(sock)
-        try:
-            assert sock.recv(65536) == b""  # closed: no PING reply
-        except ConnectionResetError:
-            pass  # closed with the rest of the PING unread: a reset, which is as closed
+        # Closed, no PING reply (a reset when the daemon left the rest of the PING unread).
+        with contextlib.suppress(ConnectionResetError):
+            assert sock.recv(65536) == b""
         assert daemon.server.hub.watchers == 0
     sock.close()
 
@@ -261,3 +267,35 @@ def test_cli_watch_prints_events(daemon_process: DaemonProcess) -> None:
     finally:
         watcher.terminate()
         watcher.wait(timeout=10)
+
+
+@settings(max_examples=60, deadline=None)
+@given(payload=PAYLOADS)
+def test_hostile_watch_payloads_are_answered_and_leave_nothing(payload: bytes) -> None:
+    """Any WATCH payload gets one reply (watching, or a refusal); a refused one leaves
+    the connection usable and no watcher behind."""
+
+    async def main() -> None:
+        with tempfile.TemporaryDirectory(prefix="hycan-watch-") as tmp:
+            path = f"{tmp}/s.sock"
+            server = Server(Handler(MemoryBackend(), backend_name="memory"))
+            bound = bind_unix(path)
+            try:
+                async with trio.open_nursery() as nursery:
+                    await nursery.start(server.serve, bound.sock)
+                    sock = raw_watch(path, payload[:4096])
+                    with trio.fail_after(10):
+                        (reply, *_) = await replies(sock, ResponseDecoder())
+                        if not reply.success:
+                            assert reply.code == ErrorCode.INVALID_ARGUMENT
+                            sock.sendall(encode_request(Op.PING, b"", b""))
+                            (pong,) = await replies(sock, ResponseDecoder())
+                            assert pong.success
+                    sock.close()
+                    await trio.testing.wait_all_tasks_blocked()
+                    assert server.hub.watchers == 0
+                    server.shutdown()
+            finally:
+                bound.remove()
+
+    trio.run(main)

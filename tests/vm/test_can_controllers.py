@@ -13,16 +13,18 @@ import os
 import socket
 import struct
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from tests.conftest import DaemonProcess
-from tests.identities import Identities, run_as
+from tests.identities import Identities, become, run_as
 
 import hycan
 from hycan import DaemonClient
+from hycan._protocol import Response, ResponseDecoder
 from hycan.errors import ErrorCode
 
 CAN_FRAME = struct.Struct("=IB3x8s")  # can_id, len, pad, data
@@ -215,3 +217,78 @@ def test_what_an_sja1000_lacks_is_code_12(daemon: DaemonProcess, identities: Ide
     assert restart is None and restart_ms == 100 and ip_can("can0")["restart_ms"] == 100
     assert both is not None and both[0] == ErrorCode.INVALID_ARGUMENT  # never sent
     assert ip_can("can0")["bittiming"]["bitrate"] == 500_000
+
+
+def test_watch_sees_controllers_and_links(daemon: DaemonProcess, identities: Identities) -> None:
+    """A member's `hycan watch` sees can0 go up (another member's client) with its CAN
+    state leaving STOPPED, go down (root's `ip link`), and a vcan come and go."""
+    member = identities.member
+    watcher = subprocess.Popen(
+        [sys.executable, "-m", "hycan.cli", "--socket", daemon.path, "--json", "watch",
+         "can0", "vcan9"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        preexec_fn=lambda: become(member),  # noqa: PLW1509 (a test's child)
+    )  # fmt: skip
+    assert watcher.stdout is not None and watcher.stderr is not None
+    seen: list[dict[str, Any]] = []
+
+    def until(event: str, name: str) -> None:
+        while not seen or (seen[-1]["event"], seen[-1]["name"]) != (event, name):
+            line = watcher.stdout.readline()  # type: ignore[union-attr]
+            assert line, f"the watch ended before {event} {name}: {seen}"
+            seen.append(json.loads(line))
+
+    try:
+        assert watcher.stderr.readline().startswith("hycan: watching can0, vcan9")
+        as_member(identities, daemon, lambda c: c.up("can0"))
+        until("up", "can0")
+        until("can_state", "can0")  # with the up, or found by the daemon's poll
+        ip("link", "set", "can0", "down")  # root, behind hycan's back
+        until("down", "can0")
+        as_member(identities, daemon, lambda c: c.create("vcan9"))
+        until("added", "vcan9")
+        as_member(identities, daemon, lambda c: c.delete("vcan9"))
+        until("removed", "vcan9")
+    finally:
+        watcher.terminate()
+        watcher.wait(timeout=10)
+    states = [(e["old_state"], e["state"]) for e in seen if e["event"] == "can_state"]
+    assert states[0] == ("STOPPED", "ERROR-ACTIVE")
+    assert {e["name"] for e in seen} == {"can0", "vcan9"}  # only what was asked for
+
+
+def test_a_watcher_that_never_reads_stays_bounded(
+    daemon: DaemonProcess, identities: Identities
+) -> None:
+    """Attack on the real kernel: watch every link, never read, while a member toggles a
+    vcan 1,500 times. The daemon drops what does not fit in the watcher's queue (kept at
+    256 events, tests/test_watch.py) and the watcher, reading at last, is told how many
+    it lost; every other client is served meanwhile."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.connect(daemon.path)
+        sock.sendall(bytes([0x47, 0, 0, 0]))  # WATCH, no name, no payload
+        sock.settimeout(30)
+        decoder, events = ResponseDecoder(), list[dict[str, Any]]()
+        while not isinstance(started := decoder.next_event(), Response):
+            decoder.receive_data(sock.recv(1))  # just the reply: the watch is on
+        assert started.success
+
+        def toggle(client: DaemonClient) -> None:
+            client.create("vcan8")
+            for _ in range(1500):
+                client.up("vcan8")
+                client.down("vcan8")
+            client.delete("vcan8")
+
+        as_member(identities, daemon, toggle)
+        assert as_member(identities, daemon, lambda c: c.ping())["backend"] == "netlink"
+        while not any(e["event"] == "lost" for e in events):
+            chunk = sock.recv(65536)
+            assert chunk, "the daemon closed the watch"
+            decoder.receive_data(chunk)
+            while isinstance(reply := decoder.next_event(), Response):
+                events.append(json.loads(reply.message))
+    lost = next(e["lost"] for e in events if e["event"] == "lost")
+    kept = [e for e in events if e["event"] in ("up", "down")]
+    assert lost > 0 and len(kept) + lost <= 3000 + 3  # + added, removed, vcan8's alias
