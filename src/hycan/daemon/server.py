@@ -364,7 +364,7 @@ class Server:
         started = time.perf_counter()
         while isinstance(event := decoder.next_event(), Request | BadRequest):
             try:
-                replies.append(self._answer(event, connection))
+                replies.append(self._answer(event, session))
             except Exception:
                 log.exception(
                     "internal error answering uid %d pid %d: closing its connection",
@@ -373,22 +373,22 @@ class Server:
                 )
                 replies.append(_INTERNAL_ERROR)
                 return replies, True, False
-            if connection.watcher is not None:
-                return replies, False, False  # the connection carries events from now on
+            if session.watch is not None:  # WATCH answered: listen before it is sent
+                refusal = self._subscribe(connection, session.watch)
+                if refusal is None:
+                    return replies, False, False  # the connection carries events from now on
+                replies[-1] = refusal
             if len(replies) == _BATCH or time.perf_counter() - started > _TURN:
                 return replies, False, True
         return replies, False, False
 
-    def _answer(self, event: Request | BadRequest, connection: _Connection) -> bytes:
+    def _answer(self, event: Request | BadRequest, session: Session) -> bytes:
         audit = self.audit
-        session = connection.session
         peer = session.peer
         if isinstance(event, BadRequest):
             audit.request(peer, event.op_label, event.name, code=event.code, message=event.message)
             return failure(event.code, event.message).encode()
         response, link = self.handler.answer(event, session)
-        if session.watch is not None and connection.watcher is None:
-            response = self._subscribe(connection, session.watch, response)
         ok = response.success
         audit.request(
             peer,
@@ -401,18 +401,16 @@ class Server:
         )
         return response.encode()
 
-    def _subscribe(
-        self, connection: _Connection, names: frozenset[str], response: Response
-    ) -> Response:
+    def _subscribe(self, connection: _Connection, names: frozenset[str]) -> bytes | None:
         """Start ``connection``'s watch before its WATCH is answered (no later change is
-        missed); a failure to listen to the kernel is the answer instead."""
+        missed); if the kernel cannot be listened to, the reply that replaces WATCH's."""
         assert self._nursery is not None
         try:
             connection.watcher = self.hub.subscribe(names or None, self._nursery)
         except OSError as exc:
             connection.session.watch = None
-            return failure(ErrorCode.INTERNAL, f"cannot watch links: {exc.strerror or exc}")
-        return response
+            return failure(ErrorCode.INTERNAL, f"cannot watch links: {exc.strerror}").encode()
+        return None
 
 
 async def _idle(connection: _Connection, waiting: Awaitable[T]) -> T:
