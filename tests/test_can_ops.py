@@ -324,3 +324,18 @@ async def test_termination_and_segment_timing(daemon: InProcessDaemon) -> None:
         assert (await client.status("can0")).can["state"] == "STOPPED"  # type: ignore[index]
         await client.up("can0")
         assert (await client.status("can0")).can["state"] == "ERROR-ACTIVE"  # type: ignore[index]
+
+
+def test_cli_status_of_a_controller_shows_its_can_state() -> None:
+    from hycan.cli import describe
+
+    backend = MemoryBackend()
+    backend.plug_can_adapter("can0", modes=("loopback", "listen_only"), terminations=())
+    ref = backend.resolve("can0")
+    backend.set_can(ref, CanSettings(bitrate=500000, sample_point=0.875, listen_only=True))
+    backend.set_up(ref, True)
+    lines = describe(backend.status("can0")).splitlines()
+    assert lines[0] == "can0: kind can, up, operstate UP, mtu 16"
+    assert lines[1] == "  state ERROR-ACTIVE (berr-counter tx 0 rx 0), restart-ms 0"
+    assert lines[2] == "  bitrate 500000 sample-point 0.875"
+    assert lines[3:5] == ["  modes listen_only", "  supported loopback,listen_only"]

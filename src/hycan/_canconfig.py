@@ -193,8 +193,8 @@ class CanSettings:
         controller) answered EOPNOTSUPP to these settings, naming what it lacks."""
         if can is None:
             return (
-                f"not supported: {name} is not a CAN controller (a vcan or vxcan has no bit "
-                "timing, modes or termination)"
+                f"not supported: {name} is not a CAN controller: a vcan or vxcan does not "
+                "support bit timing, modes or termination"
             )
         supported = can.get("modes_supported")
         wanted = [mode for mode, on in self.modes().items() if on]

@@ -106,13 +106,6 @@ class LinkTracker:
             if status.exists and status.ifindex is not None:
                 self._known[status.ifindex] = _seen(status)
 
-    def kind_of(self, name: str) -> str | None:
-        """The kind of the link called ``name`` now (None if unknown)."""
-        for seen in self._known.values():
-            if seen.name == name:
-                return seen.kind
-        return None
-
     def has_can(self, names: frozenset[str] | None) -> bool:
         """Whether a CAN controller (kind "can") is among ``names`` (None: any link)."""
         return any(

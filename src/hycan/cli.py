@@ -256,7 +256,7 @@ def describe_can(can: dict[str, Any]) -> str:
     lines = [
         f"  state {can.get('state') or '-'} (berr-counter tx {berr.get('tx', '-')} "
         f"rx {berr.get('rx', '-')}), restart-ms {can.get('restart_ms')}",
-        f"  bitrate {can.get('bitrate')} sample-point {can.get('sample_point')}",
+        f"  bitrate {can.get('bitrate')} sample-point {can.get('sample_point') or '-'}",
     ]
     if can.get("fd"):
         lines.append(

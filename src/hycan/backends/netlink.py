@@ -13,11 +13,11 @@ What keeps a request in the tens of microseconds (see docs/perf.md):
   distinct request (type, flags, name, attributes) is built once by pyroute2 and kept
   encoded; later sends copy it and patch only the sequence number.
 - Decoding a whole RTM_NEWLINK with ``ifinfmsg.decode()`` costs 200-700 µs (it decodes
-  every statistic and per-family block). A dump of every link asks the kernel to leave
-  out the statistics (``IFLA_EXT_MASK`` = ``RTEXT_FILTER_SKIP_STATS``), and STATUS reads
-  only the attributes it reports, walking the attribute list with ``struct``; attribute
-  numbers and the operstate names come from pyroute2's own tables (CAN links, rare and
-  rich, are still decoded by pyroute2, statistics included: their frame counters).
+  every statistic and per-family block). STATUS asks the kernel to leave out the
+  statistics it can skip (``IFLA_EXT_MASK`` = ``RTEXT_FILTER_SKIP_STATS``) and reads only
+  the attributes it reports, walking the attribute list with ``struct``; attribute numbers
+  and the operstate names come from pyroute2's own tables (CAN links, rare and rich, are
+  asked again with their statistics, for the frame counters, and decoded by pyroute2).
 - The policy's question "which link is this name, of what kind?" is answered from
   :class:`~hycan.backends._linkkinds.LinkKinds`, kept exact by the kernel's link
   notifications, so UP/DOWN of a vcan (or a failing op on a missing name) needs no
@@ -246,10 +246,14 @@ class NetlinkBackend:
         return NetlinkMonitor()
 
     def status(self, name: str) -> LinkStatus:
-        """RTM_GETLINK by name; ``exists=False`` on ENODEV. With the statistics (a CAN
-        link's STATUS reports its frame counters), which the dump of :meth:`links` skips."""
+        """RTM_GETLINK by name, statistics skipped; ``exists=False`` on ENODEV. A CAN
+        controller is asked again with them: its STATUS reports its frame counters."""
+        status = self._getlink(name, RTEXT_FILTER_SKIP_STATS)
+        return self._getlink(name, 0) if status.kind == "can" else status
+
+    def _getlink(self, name: str, ext_mask: int) -> LinkStatus:
         try:
-            reply = self._request(RTM_GETLINK, 0, name, ack=False)
+            reply = self._request(RTM_GETLINK, 0, name, ext_mask=ext_mask, ack=False)
         except OSError as exc:
             if exc.errno == errno.ENODEV:
                 return LinkStatus(name, exists=False)
