@@ -302,3 +302,35 @@ def test_user_namespaces_off_is_a_warning(daemon_process: DaemonProcess, tmp_pat
     assert userns["ok"] is None
     assert userns["fix"] == "`sudo sysctl -w kernel.unprivileged_userns_clone=1`"
     assert "warn    userns   kernel.unprivileged_userns_clone = 0: `hycan run` cannot" in text
+
+
+@pytest.mark.skipif(
+    os.path.exists("/sys/module/vcan") or os.path.isdir(f"/lib/modules/{os.uname().release}"),
+    reason="this test is about a host without CAN modules (the VM has them: tests/vm)",
+)
+def test_cli_doctor_on_this_host_without_can_modules(daemon_process: DaemonProcess) -> None:
+    """The real machine, as the CLI sees it: a daemon answers, but the kernel has no vcan
+    (the host of CI): exit 1, vcan a problem with a fix, the report on stdout."""
+    import subprocess
+    import sys
+
+    result = subprocess.run(
+        [sys.executable, "-m", "hycan.cli", "--socket", daemon_process.path, "--json", "doctor"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 1
+    checks = {c["detail"].split()[0] if c["name"] == "modules" else c["name"]: c
+              for c in json.loads(result.stdout)["checks"]}  # fmt: skip
+    assert checks["daemon"]["ok"] is True
+    assert checks["vcan"]["ok"] is False and "modprobe vcan" in checks["vcan"]["fix"]
+    assert all(checks[m]["ok"] is None for m in MODULES if m != "vcan")  # warnings only
+    human = subprocess.run(
+        [sys.executable, "-m", "hycan.cli", "--socket", daemon_process.path, "doctor"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert "PROBLEM modules  vcan not found" in human.stdout
+    assert human.stdout.rstrip().endswith("a vcan cannot be created until they are fixed")

@@ -220,8 +220,8 @@ def test_what_an_sja1000_lacks_is_code_12(daemon: DaemonProcess, identities: Ide
 
 
 def test_watch_sees_controllers_and_links(daemon: DaemonProcess, identities: Identities) -> None:
-    """A member's `hycan watch` sees can0 go up (another member's client) with its CAN
-    state leaving STOPPED, go down (root's `ip link`), and a vcan come and go."""
+    """A member's `hycan watch` sees can0 go up and down through another client and
+    through root's `ip link`, its CAN state leave STOPPED, and a vcan come and go."""
     member = identities.member
     watcher = subprocess.Popen(
         [sys.executable, "-m", "hycan.cli", "--socket", daemon.path, "--json", "watch",
@@ -244,6 +244,10 @@ def test_watch_sees_controllers_and_links(daemon: DaemonProcess, identities: Ide
         until("up", "can0")
         until("can_state", "can0")  # with the up, or found by the daemon's poll
         ip("link", "set", "can0", "down")  # root, behind hycan's back
+        until("down", "can0")
+        ip("link", "set", "can0", "up")
+        until("up", "can0")
+        as_member(identities, daemon, lambda c: c.down("can0"))
         until("down", "can0")
         as_member(identities, daemon, lambda c: c.create("vcan9"))
         until("added", "vcan9")
@@ -292,3 +296,25 @@ def test_a_watcher_that_never_reads_stays_bounded(
     lost = next(e["lost"] for e in events if e["event"] == "lost")
     kept = [e for e in events if e["event"] in ("up", "down")]
     assert lost > 0 and len(kept) + lost <= 3000 + 3  # + added, removed, vcan8's alias
+
+
+def test_doctor_in_the_vm_finds_everything(daemon: DaemonProcess, identities: Identities) -> None:
+    """In the VM (Debian's kernel, modules loaded) a member's `hycan doctor` passes."""
+    for module in ("can", "can_raw", "vcan", "vxcan", "can_gw"):
+        subprocess.run(["modprobe", module], check=True)
+
+    def doctor() -> tuple[int, dict[str, Any], str]:
+        argv = [sys.executable, "-m", "hycan.cli", "--socket", daemon.path]
+        report = subprocess.run([*argv, "--json", "doctor"], capture_output=True, text=True)
+        human = subprocess.run([*argv, "doctor"], capture_output=True, text=True).stdout
+        return report.returncode, json.loads(report.stdout), human
+
+    code, report, human = run_as(identities.member, doctor)
+    assert code == 0 and report["ok"], human
+    by_name = {c["name"]: c for c in report["checks"] if c["name"] != "modules"}
+    assert by_name["daemon"]["ok"] and by_name["group"]["ok"] and by_name["socket"]["ok"]
+    modules = [c for c in report["checks"] if c["name"] == "modules"]
+    assert [(c["detail"], c["ok"]) for c in modules] == [
+        (f"{m} loaded", True) for m in ("can", "can_raw", "vcan", "vxcan", "can_gw")
+    ]
+    assert human.rstrip().endswith("everything a vcan needs works")
