@@ -76,7 +76,12 @@ def test_quick_bench_writes_every_section(tmp_path: Path) -> None:
         # The C reference of the C++ design is built and measured whenever a compiler is
         # there (CI installs gcc); otherwise the section says why its rows are missing.
         if shutil.which("cc") or shutil.which("gcc"):
-            assert {"C++ design: up/down", "C++ design: failing op"} <= goals
+            assert {
+                "C++ design: up/down",
+                "C++ design: failing op",
+                "C++ client: up/down",
+                "C++ client: failing op",
+            } <= goals
         else:
             notes = data["sections"]["netlink"]["notes"]
             assert any("C reference rows skipped" in note for note in notes)
