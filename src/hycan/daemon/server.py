@@ -409,7 +409,8 @@ class Server:
             connection.watcher = self.hub.subscribe(names or None, self._nursery)
         except OSError as exc:
             connection.session.watch = None
-            return failure(ErrorCode.INTERNAL, f"cannot watch links: {exc.strerror}").encode()
+            message = f"cannot watch links: {exc.strerror or exc}"
+            return failure(ErrorCode.INTERNAL, message).encode()
         return None
 
 
