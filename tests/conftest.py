@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import subprocess
@@ -17,6 +18,7 @@ import trio
 
 from hycan._handler import Handler
 from hycan.backends.memory import MemoryBackend
+from hycan.daemon.audit import audit_logger
 from hycan.daemon.listener import bind_unix
 from hycan.daemon.policy import Policy, Rules
 from hycan.daemon.server import Server
@@ -38,6 +40,15 @@ class InProcessDaemon:
     path: str
     backend: MemoryBackend
     server: Server
+
+
+@pytest.fixture
+def audit_at_info() -> Iterator[None]:
+    """The audit log writes INFO lines (changes and failures), as hycan-daemon's does."""
+    level = audit_logger.level
+    audit_logger.setLevel(logging.INFO)
+    yield
+    audit_logger.setLevel(level)
 
 
 @pytest.fixture

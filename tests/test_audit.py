@@ -7,7 +7,6 @@ import io
 import logging
 import socket
 import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -28,13 +27,7 @@ from tests.audit_grammar import Line, parse, parse_log
 from tests.conftest import DaemonProcess
 from tests.strategies import FRAMES
 
-
-@pytest.fixture(autouse=True)
-def _audit_at_info() -> Iterator[None]:
-    level = audit_logger.level
-    audit_logger.setLevel(logging.INFO)
-    yield
-    audit_logger.setLevel(level)
+pytestmark = pytest.mark.usefixtures("audit_at_info")
 
 
 # -- the encoder against the grammar -------------------------------------------------------

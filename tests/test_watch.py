@@ -4,11 +4,14 @@ in a netns, the CLI)."""
 from __future__ import annotations
 
 import contextlib
+import errno
+import io
 import json
 import socket
 import subprocess
 import sys
 import tempfile
+from pathlib import Path
 
 import pytest
 import trio
@@ -29,7 +32,8 @@ from hycan._events import (
 from hycan._handler import Handler
 from hycan._protocol import Op, Response, ResponseDecoder, encode_request
 from hycan._status import LinkStatus
-from hycan.backends.memory import MemoryBackend
+from hycan.backends.memory import MemoryBackend, MemoryMonitor
+from hycan.daemon.audit import AuditLog
 from hycan.daemon.listener import bind_unix
 from hycan.daemon.server import Server
 from hycan.errors import ErrorCode
@@ -299,3 +303,34 @@ def test_hostile_watch_payloads_are_answered_and_leave_nothing(payload: bytes) -
                 bound.remove()
 
     trio.run(main)
+
+
+class _NoMonitor(MemoryBackend):
+    """A kernel that cannot be listened to (the daemon is out of descriptors)."""
+
+    def monitor(self) -> MemoryMonitor:
+        raise OSError(errno.EMFILE, "Too many open files")
+
+
+async def test_a_watch_that_cannot_listen_is_refused_and_logged_as_refused(
+    tmp_path: Path, nursery: trio.Nursery, audit_at_info: None
+) -> None:
+    """The client gets "internal error" (code 15) with the reason, and the audit line
+    says the same: the log must not call a WATCH successful that the client was told
+    failed."""
+    stream = io.StringIO()
+    server = Server(Handler(_NoMonitor()), audit=AuditLog(stream, throttle=None))
+    bound = bind_unix(str(tmp_path / "s.sock"))
+    await nursery.start(server.serve, bound.sock)
+    try:
+        async with AsyncDaemonClient(bound.path) as client:
+            with pytest.raises(hycan.HycanError, match="cannot watch links: Too many") as info:
+                await client.watch().start()
+            assert info.value.code == ErrorCode.INTERNAL
+            await client.ping()  # the connection still carries requests
+        (line,) = [line for line in stream.getvalue().splitlines() if "op=WATCH" in line]
+        assert f"code={ErrorCode.INTERNAL:d}" in line and "Too many open files" in line, line
+        assert server.hub.watchers == 0
+    finally:
+        server.shutdown()
+        bound.remove()

@@ -88,7 +88,7 @@ class Limits:
 class _Connection:
     """One client's socket and cancel scope, and whether it is waiting for a request."""
 
-    __slots__ = ("_streak", "idle", "scope", "session", "sock", "watcher")
+    __slots__ = ("_streak", "idle", "scope", "session", "sock")
 
     def __init__(self, sock: socket.socket, scope: trio.CancelScope, session: Session) -> None:
         self.sock = sock
@@ -96,7 +96,6 @@ class _Connection:
         self.session = session
         self.idle = False
         self._streak = 0  # reads in a row that did not wait
-        self.watcher: Watcher | None = None  # after a WATCH: where its events wait
 
     async def receive(self, size: int) -> bytes:
         """The next bytes from the client (b"" at EOF). A descriptor that came with them
@@ -149,6 +148,7 @@ class Server:
         self.clients = 0
         self._per_uid: dict[int, int] = {}
         self._connections: set[_Connection] = set()
+        self._watchers: dict[Session, Watcher] = {}  # after a WATCH: where its events wait
         self._accepting = trio.CancelScope()
         self._ticking = trio.CancelScope()
         self._stopping = False
@@ -325,13 +325,13 @@ class Server:
                     self.audit.flush()
                     if fault:
                         return
-                    if connection.watcher is not None:
+                    if (watcher := self._watchers.get(session)) is not None:
                         if not decoder.buffered:  # a watching connection sends nothing
-                            await self._stream(connection, connection.watcher)
+                            await self._stream(connection, watcher)
                         return
             finally:
-                if connection.watcher is not None:
-                    self.hub.unsubscribe(connection.watcher)
+                if (watcher := self._watchers.pop(session, None)) is not None:
+                    self.hub.unsubscribe(watcher)
                 self._connections.discard(connection)
         if scope.cancelled_caught and not self._stopping:
             log.info(
@@ -373,11 +373,8 @@ class Server:
                 )
                 replies.append(_INTERNAL_ERROR)
                 return replies, True, False
-            if session.watch is not None:  # WATCH answered: listen before it is sent
-                refusal = self._subscribe(connection, session.watch)
-                if refusal is None:
-                    return replies, False, False  # the connection carries events from now on
-                replies[-1] = refusal
+            if session in self._watchers:
+                return replies, False, False  # the connection carries events from now on
             if len(replies) == _BATCH or time.perf_counter() - started > _TURN:
                 return replies, False, True
         return replies, False, False
@@ -389,6 +386,8 @@ class Server:
             audit.request(peer, event.op_label, event.name, code=event.code, message=event.message)
             return failure(event.code, event.message).encode()
         response, link = self.handler.answer(event, session)
+        if session.watch is not None:  # WATCH answered: listen before it is sent
+            response = self._subscribe(session, session.watch) or response
         ok = response.success
         audit.request(
             peer,
@@ -401,16 +400,15 @@ class Server:
         )
         return response.encode()
 
-    def _subscribe(self, connection: _Connection, names: frozenset[str]) -> bytes | None:
-        """Start ``connection``'s watch before its WATCH is answered (no later change is
-        missed); if the kernel cannot be listened to, the reply that replaces WATCH's."""
+    def _subscribe(self, session: Session, names: frozenset[str]) -> Response | None:
+        """Start ``session``'s watch before its WATCH is answered (no later change is
+        missed); if the kernel cannot be listened to, the response that replaces WATCH's."""
         assert self._nursery is not None
         try:
-            connection.watcher = self.hub.subscribe(names or None, self._nursery)
+            self._watchers[session] = self.hub.subscribe(names or None, self._nursery)
         except OSError as exc:
-            connection.session.watch = None
-            message = f"cannot watch links: {exc.strerror or exc}"
-            return failure(ErrorCode.INTERNAL, message).encode()
+            session.watch = None
+            return failure(ErrorCode.INTERNAL, f"cannot watch links: {exc.strerror or exc}")
         return None
 
 
