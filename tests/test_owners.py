@@ -392,6 +392,8 @@ async def test_a_lost_connection_with_leases_is_not_replaced_silently(
     client = hycan.AsyncDaemonClient(daemon.path)
     await client.create_vcan("lease0", lease=True)
     server = daemon.server
+    await trio.testing.wait_all_tasks_blocked()  # its task has started (and waits)
+    assert server._connections
     for connection in list(server._connections):
         connection.scope.cancel()  # as a daemon restart would end it
     with trio.fail_after(5):

@@ -5,6 +5,16 @@ credentials are read, and a peer that is not admitted, or over a limit (``--max-
 ``--max-clients-per-uid``), is answered at once and closed. So a refused or over-cap
 connection never holds a slot that an admitted client needs, however many are made.
 
+A client's first request is answered by the accept loop too (the C++ client's pattern,
+connect, one request, close, then costs no task; see docs/perf.md): the accept loop waits
+on one epoll set that holds the listener and the admitted connections that have no task
+yet. Such a connection gets its task as soon as it sends a second time, holds a lease or
+a watch, has a reply the socket did not take, or has been open for ``_DOORSTEP`` seconds
+(at most one more second passes until the tick sees it); until then its EOF is read and
+its session ended there. The accept loop polls that set before it waits (a busy door
+costs no scheduler round) and lets the client tasks run every ``_STREAK`` busy passes;
+each pass serves for at most ``_TURN``.
+
 A client task reads whatever has arrived, turns the complete frames into responses (at
 most ``_BATCH`` per turn) and writes them back in one send, so pipelined requests cost one
 read and one write. Handlers are synchronous and answer in microseconds; no client waits
@@ -29,6 +39,7 @@ from __future__ import annotations
 import errno
 import logging
 import math
+import select
 import socket
 import time
 from collections.abc import Awaitable, Callable
@@ -65,6 +76,7 @@ _STREAK = 8  # requests read without waiting before other clients get a turn
 _BATCH = 64  # pipelined requests answered per turn...
 _TURN = 0.001  # ...or fewer, once a turn has taken this long (seconds of kernel work)
 _DEADLINE_STEP = 1.0  # move a connection's idle deadline at most this often (seconds)
+_DOORSTEP = 1.0  # seconds a connection may wait without a task of its own
 _INTERNAL_ERROR = failure(
     ErrorCode.INTERNAL, "internal error in hycan-daemon (see its log)"
 ).encode()
@@ -83,6 +95,23 @@ class Limits:
     idle_timeout: float = 300.0  # seconds without a complete request (or a reply read)
     max_buffer: int = DEFAULT_MAX_BUFFER  # bytes buffered per connection
     grace: float = 2.0  # seconds in-flight requests get at shutdown
+
+
+class _OutOfResources(Exception):
+    """accept() failed for lack of descriptors or memory: retry later."""
+
+
+class _Greeting:
+    """An admitted connection served by the accept loop until it needs a task."""
+
+    __slots__ = ("answered", "decoder", "session", "since", "sock")
+
+    def __init__(self, sock: socket.socket, session: Session, max_buffer: int) -> None:
+        self.sock = sock
+        self.session = session
+        self.decoder = RequestDecoder(max_buffer)
+        self.since = trio.current_time()
+        self.answered = False  # its first request has been answered
 
 
 class _Connection:
@@ -149,6 +178,8 @@ class Server:
         self._per_uid: dict[int, int] = {}
         self._connections: set[_Connection] = set()
         self._watchers: dict[Session, Watcher] = {}  # after a WATCH: where its events wait
+        self._greetings: dict[int, _Greeting] = {}  # by descriptor, oldest first
+        self._door = select.epoll()  # the listener and every greeting's socket
         self._accepting = trio.CancelScope()
         self._ticking = trio.CancelScope()
         self._stopping = False
@@ -160,33 +191,41 @@ class Server:
         *,
         task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
     ) -> None:
-        """Accept clients until :meth:`shutdown`; ``started()`` once accepting.
+        """Accept clients until :meth:`shutdown`; ``started()`` once accepting. A server
+        serves once.
 
         Returns when every client task has finished (bounded by ``limits.grace``).
         """
         sock.setblocking(False)
+        listener = sock.fileno()
+        door = self._door
+        door.register(listener, select.EPOLLIN)
         try:
             async with trio.open_nursery() as clients:
                 self._nursery = clients
                 clients.start_soon(self._tick)
                 with self._accepting:
                     task_status.started()
+                    streak = 0  # passes in a row that found work without waiting
                     while True:
-                        await trio.lowlevel.wait_readable(sock)
                         try:
-                            conn, _ = sock.accept()
-                        except BlockingIOError:
-                            continue
-                        except OSError as exc:
-                            if exc.errno not in _ACCEPT_CAPACITY_ERRORS:
-                                raise
-                            log.warning("accept failed (%s): retrying in 0.1 s", exc.strerror)
+                            served = self._at_the_door(sock, clients)
+                        except _OutOfResources as exc:
+                            log.warning("accept failed (%s): retrying in 0.1 s", exc)
                             await trio.sleep(0.1)
                             continue
-                        self._admit(conn, clients)
+                        if not served:
+                            streak = 0
+                            await trio.lowlevel.wait_readable(door.fileno())
+                        elif (streak := streak + 1) == _STREAK:
+                            streak = 0
+                            await trio.lowlevel.checkpoint()  # the clients' tasks get a turn
                 self._ticking.cancel()
+                self._send_away_greetings()
                 clients.cancel_scope.deadline = trio.current_time() + self.limits.grace
         finally:
+            self._send_away_greetings()
+            door.close()
             self.audit.tick(final=True)
 
     def shutdown(self) -> None:
@@ -194,19 +233,56 @@ class Server:
         self._stopping = True
         self._accepting.cancel()
         self._ticking.cancel()
+        self._send_away_greetings()
         for connection in self._connections:
             if connection.idle:
                 connection.scope.cancel()
 
     async def _tick(self) -> None:
-        """Write the audit log's due summaries of suppressed lines, once a second."""
+        """Once a second: write the audit log's due summaries of suppressed lines, and
+        give the connections that waited ``_DOORSTEP`` at the door their tasks."""
         with self._ticking:
             while True:
                 await trio.sleep(SUMMARY_EVERY)
                 self.audit.tick()
+                if self._nursery is not None:
+                    self._promote_the_patient(self._nursery)
+
+    def _at_the_door(self, sock: socket.socket, clients: trio.Nursery) -> int:
+        """Accept, and serve the greetings that have something to read, for at most one
+        ``_TURN`` (the rest are still readable at the next call); how many were ready."""
+        started = time.perf_counter()
+        listener = sock.fileno()
+        ready = self._door.poll(0, _BATCH)
+        for fd, _ in ready:
+            if fd == listener:
+                try:
+                    conn, _ = sock.accept()
+                except BlockingIOError:
+                    continue
+                except OSError as exc:
+                    if exc.errno not in _ACCEPT_CAPACITY_ERRORS:
+                        raise
+                    raise _OutOfResources(exc.strerror) from exc
+                self._admit(conn, clients)
+            elif (greeting := self._greetings.get(fd)) is not None:
+                self._greet(greeting, clients)
+            if time.perf_counter() - started > _TURN:
+                break
+        if ready:
+            self._promote_the_patient(clients)
+        return len(ready)
+
+    def _promote_the_patient(self, clients: trio.Nursery) -> None:
+        """Give every connection that has waited ``_DOORSTEP`` at the door its task."""
+        now = trio.current_time()
+        for greeting in list(self._greetings.values()):  # oldest first
+            if now - greeting.since < _DOORSTEP:
+                break
+            self._promote(greeting, clients)
 
     def _admit(self, conn: socket.socket, clients: trio.Nursery) -> None:
-        """Admit ``conn`` (a task of its own) or answer and close it at once."""
+        """Admit ``conn`` (and read its first request) or answer and close it at once."""
         try:
             conn.setblocking(False)
             peer = peer_credentials(conn)
@@ -225,7 +301,71 @@ class Server:
             return
         self.clients += 1
         self._per_uid[peer.uid] = self._per_uid.get(peer.uid, 0) + 1
-        clients.start_soon(self._serve_client, conn, peer)
+        greeting = _Greeting(conn, Session(peer), self.limits.max_buffer)
+        self._greetings[conn.fileno()] = greeting
+        self._door.register(conn.fileno(), select.EPOLLIN)
+        self._greet(greeting, clients)
+
+    def _greet(self, greeting: _Greeting, clients: trio.Nursery) -> None:
+        """Read what ``greeting`` sent: answer its first request here, end it at EOF, or
+        give it a task (see the module's docstring on when)."""
+        session, decoder = greeting.session, greeting.decoder
+        try:
+            try:
+                data, fds = recv_with_fds(greeting.sock, decoder.max_buffer - decoder.buffered)
+            except BlockingIOError:
+                return  # nothing yet: it waits at the door
+            for fd in fds:
+                session.receive_fd(fd)
+            if not data:
+                self._close_greeting(greeting)
+                return
+            decoder.receive_data(data)
+            if greeting.answered:
+                self._promote(greeting, clients)  # a second request: a client of many calls
+                return
+            replies, fault, more = self._answer_batch(decoder, session)
+            if not more and session.pending_fd is not None:
+                session.drop_fd()  # sent with a request that was not NETNS
+            unsent = b"".join(replies)
+            if unsent:
+                greeting.answered = True
+                unsent = unsent[_send_now(greeting.sock, unsent) :]
+            self.audit.flush()
+        except OSError:
+            self._close_greeting(greeting)  # the client went away
+            return
+        except Exception:
+            peer = session.peer
+            log.exception(
+                "unexpected error greeting uid %d pid %d: closed its connection", peer.uid, peer.pid
+            )
+            self._close_greeting(greeting)
+            return
+        if fault:
+            self._close_greeting(greeting)
+        elif more or unsent or session.holds or session in self._watchers:
+            self._promote(greeting, clients, unsent)
+
+    def _promote(self, greeting: _Greeting, clients: trio.Nursery, unsent: bytes = b"") -> None:
+        """Give ``greeting`` its task: it answers what the decoder holds and sends ``unsent``."""
+        self._leave_the_door(greeting)
+        clients.start_soon(self._serve_client, greeting, unsent)
+
+    def _close_greeting(self, greeting: _Greeting) -> None:
+        self._leave_the_door(greeting)
+        greeting.sock.close()
+        self._end_session(greeting.session)
+
+    def _leave_the_door(self, greeting: _Greeting) -> None:
+        fd = greeting.sock.fileno()
+        del self._greetings[fd]
+        self._door.unregister(fd)
+
+    def _send_away_greetings(self) -> None:
+        """Close the connections that have no task (all idle: shutting down)."""
+        for greeting in list(self._greetings.values()):
+            self._close_greeting(greeting)
 
     def _refusal(self, peer: PeerCredentials) -> tuple[str, ErrorCode, str] | None:
         """Why ``peer`` may not have a connection now, as (result, code, message)."""
@@ -251,28 +391,35 @@ class Server:
             )
         return None
 
-    async def _serve_client(self, conn: socket.socket, peer: PeerCredentials) -> None:
-        session = Session(peer)
+    async def _serve_client(self, greeting: _Greeting, unsent: bytes) -> None:
+        session = greeting.session
         try:
-            with conn:
-                await self._converse(conn, session)
+            with greeting.sock:
+                await self._converse(greeting, unsent)
         except OSError:
             pass  # the client went away (reset, broken pipe); closing is all there is to do
         except Exception:
+            peer = session.peer
             log.exception(
                 "unexpected error serving uid %d pid %d: closed its connection", peer.uid, peer.pid
             )
         finally:
-            # However the connection ended (EOF, reset, idle timeout, shutdown, a bug), its
-            # leases end with it: synchronous, so no cancellation can cut this short.
-            self._end_leases(session)
-            self.clients -= 1
-            left = self._per_uid[peer.uid] - 1
-            if left:
-                self._per_uid[peer.uid] = left
-            else:
-                del self._per_uid[peer.uid]
-            self.audit.flush()
+            self._end_session(session)
+
+    def _end_session(self, session: Session) -> None:
+        """However a connection ended (EOF, reset, idle timeout, shutdown, a bug), its
+        leases end with it: synchronous, so no cancellation can cut this short."""
+        if (watcher := self._watchers.pop(session, None)) is not None:
+            self.hub.unsubscribe(watcher)
+        self._end_leases(session)
+        self.clients -= 1
+        uid = session.peer.uid
+        left = self._per_uid[uid] - 1
+        if left:
+            self._per_uid[uid] = left
+        else:
+            del self._per_uid[uid]
+        self.audit.flush()
 
     def _end_leases(self, session: Session) -> None:
         """Delete what the session leased; close the namespaces it entered."""
@@ -284,9 +431,8 @@ class Server:
         except Exception:
             log.exception("unexpected error ending the leases of uid %d", session.peer.uid)
 
-    async def _converse(self, conn: socket.socket, session: Session) -> None:
-        peer = session.peer
-        decoder = RequestDecoder(self.limits.max_buffer)
+    async def _converse(self, greeting: _Greeting, unsent: bytes) -> None:
+        conn, session, decoder = greeting.sock, greeting.session, greeting.decoder
         idle_timeout = self.limits.idle_timeout
         # The deadline is moved only when a complete request was answered (at most once a
         # _DEADLINE_STEP, hence the extra step): a connection that completes no request for
@@ -294,24 +440,15 @@ class Server:
         # within idle_timeout + _DEADLINE_STEP. A connection holding leases may wait for
         # its next request as long as it likes (closing it would delete its links), but
         # not take longer than idle_timeout to read a reply.
-        moved = trio.current_time()
-        with trio.CancelScope(deadline=moved + idle_timeout + _DEADLINE_STEP) as scope:
+        moved = greeting.since
+        deadline = math.inf if session.holds else moved + idle_timeout + _DEADLINE_STEP
+        with trio.CancelScope(deadline=deadline) as scope:
             connection = _Connection(conn, scope, session)
             self._connections.add(connection)
-            more = False  # requests may be left in the decoder after a turn's batch
+            # What the accept loop could not send, and whether requests it read are left.
+            replies, fault, more = ([unsent] if unsent else []), False, decoder.buffered > 0
             try:
-                while not self._stopping:
-                    if more:
-                        # A pipelining client gets one batch per turn, then the others.
-                        await trio.lowlevel.cancel_shielded_checkpoint()
-                    else:
-                        data = await connection.receive(decoder.max_buffer - decoder.buffered)
-                        if not data:
-                            return
-                        decoder.receive_data(data)
-                    replies, fault, more = self._answer_batch(decoder, connection)
-                    if not more and session.pending_fd is not None:
-                        session.drop_fd()  # sent with a request that was not NETNS
+                while True:
                     if replies:
                         if session.holds:
                             scope.deadline = trio.current_time() + idle_timeout
@@ -323,22 +460,31 @@ class Server:
                             scope.deadline = now + idle_timeout + _DEADLINE_STEP
                             moved = now
                     self.audit.flush()
-                    if fault:
+                    if fault or self._stopping:
                         return
                     if (watcher := self._watchers.get(session)) is not None:
                         if not decoder.buffered:  # a watching connection sends nothing
                             await self._stream(connection, watcher)
                         return
+                    if more:
+                        # A pipelining client gets one batch per turn, then the others.
+                        await trio.lowlevel.cancel_shielded_checkpoint()
+                    else:
+                        data = await connection.receive(decoder.max_buffer - decoder.buffered)
+                        if not data:
+                            return
+                        decoder.receive_data(data)
+                    replies, fault, more = self._answer_batch(decoder, session)
+                    if not more and session.pending_fd is not None:
+                        session.drop_fd()  # sent with a request that was not NETNS
             finally:
-                if (watcher := self._watchers.pop(session, None)) is not None:
-                    self.hub.unsubscribe(watcher)
                 self._connections.discard(connection)
         if scope.cancelled_caught and not self._stopping:
             log.info(
                 "closed the connection of uid %d pid %d: no complete request (or reply read) "
                 "for %gs",
-                peer.uid,
-                peer.pid,
+                session.peer.uid,
+                session.peer.pid,
                 idle_timeout,
             )
 
@@ -353,14 +499,13 @@ class Server:
             nursery.cancel_scope.cancel()
 
     def _answer_batch(
-        self, decoder: RequestDecoder, connection: _Connection
+        self, decoder: RequestDecoder, session: Session
     ) -> tuple[list[bytes], bool, bool]:
         """The encoded replies of one turn: at most ``_BATCH``, and no more once the turn took
         ``_TURN`` (a pipeline of slow link changes must not hold up other clients). Also
         whether answering failed (a bug: logged, answered "internal error", and the
         connection is to be closed) and whether the turn ended with requests left."""
         replies: list[bytes] = []
-        session = connection.session
         started = time.perf_counter()
         while isinstance(event := decoder.next_event(), Request | BadRequest):
             try:
@@ -425,6 +570,14 @@ async def _cancel_on_input(connection: _Connection, scope: trio.CancelScope) -> 
     """Cancel ``scope`` when the client closes its end or sends anything."""
     await connection.receive(1)
     scope.cancel()
+
+
+def _send_now(sock: socket.socket, data: bytes) -> int:
+    """Send what the socket takes without waiting; how many bytes that was."""
+    try:
+        return sock.send(data)
+    except BlockingIOError:
+        return 0
 
 
 def _answer_and_close(conn: socket.socket, response: Response) -> None:
