@@ -11,6 +11,8 @@ from bench._servers import Servers, socket_of
 from bench._stats import Summary, summarize_ns, time_each
 from bench._system import Mode
 
+TRIO_LIMIT = 1.3  # issue 18: the trio client costs at most this much more than the sync one
+
 
 def part_clients(cfg: Config, servers: Servers, modes: list[Mode], results: Results) -> None:
     """PING through the sync ``DaemonClient`` vs the trio ``AsyncDaemonClient``."""
@@ -51,12 +53,14 @@ def part_clients(cfg: Config, servers: Servers, modes: list[Mode], results: Resu
     for mode in modes:
         sync_runs = per[("sync", mode.name)]
         results.rows.append(latency_row("clients", "PING: sync DaemonClient", mode.name, sync_runs))
-        results.rows.append(
-            latency_row(
-                "clients",
-                "PING: trio AsyncDaemonClient",
-                mode.name,
-                per[("trio", mode.name)],
-                baseline=("sync client", sync_runs),
-            )
+        row = latency_row(
+            "clients",
+            "PING: trio AsyncDaemonClient",
+            mode.name,
+            per[("trio", mode.name)],
+            baseline=("sync client", sync_runs),
+            goal=f"<= {TRIO_LIMIT}x the sync client",
+            goal_id="5 trio client",
         )
+        row.met = row.ratio is not None and row.ratio <= TRIO_LIMIT
+        results.rows.append(row)

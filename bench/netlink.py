@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Callable, Sequence
+import signal
+import subprocess
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import hycan
@@ -16,8 +18,8 @@ from bench._config import Config, progress
 from bench._measure import interleaved, measurer, pinned
 from bench._report import Results, Row, latency_row
 from bench._servers import UP_MISSING
-from bench._stats import Summary, summarize_ns, time_each
-from bench._system import Mode, Service, python_module, services, throwaway_netns
+from bench._stats import Summary, median, summarize_ns, time_each
+from bench._system import Mode, Service, pin_process, python_module, reap, services, throwaway_netns
 from bench._worker import workers
 from hycan._protocol import Op, encode_request
 
@@ -67,6 +69,7 @@ def part_netlink(cfg: Config, workdir: str, modes: list[Mode], results: Results)
             [*exec_in, *python_module("bench._nlworker", "--method", m)] for m in methods
         ]
         with (
+            _hammer(path) as hammer,
             workers(worker_argvs) as running,
             hycan.DaemonClient(path, timeout=30) as client,
             contextlib.closing(RawClient(path)) as raw,
@@ -89,6 +92,8 @@ def part_netlink(cfg: Config, workdir: str, modes: list[Mode], results: Results)
                             "daemon_fail": measurer(raw, UP_MISSING),
                             "threaded": _toggler(threaded_client),
                             "threaded_fail": measurer(threaded_raw, UP_MISSING),
+                            "ping_idle": _beside(hammer, mode, False, measurer(raw, _PING)),
+                            "ping_busy": _beside(hammer, mode, True, measurer(raw, _PING)),
                         }
                         if cref_binary is not None:
                             targets["client_fail"] = _failer(client)
@@ -108,6 +113,41 @@ def part_netlink(cfg: Config, workdir: str, modes: list[Mode], results: Results)
                 results.note("netlink", f"daemon log: {line}")
     for mode in modes:
         results.rows.extend(_netlink_rows(mode.name, per, with_cref=cref_binary is not None))
+
+
+@contextlib.contextmanager
+def _hammer(path: str) -> Iterator[subprocess.Popen[str]]:
+    """Another client toggling veth1 through the daemon without pause, stopped (SIGSTOP)
+    except while :func:`_beside` lets it run."""
+    proc = subprocess.Popen(python_module("bench._hammer", path, "veth1"), text=True)
+    try:
+        proc.send_signal(signal.SIGSTOP)
+        yield proc
+    finally:
+        proc.kill()
+        reap(proc, 10.0)
+
+
+def _beside(
+    hammer: subprocess.Popen[str], mode: Mode, running: bool, measure: Callable[[int], list[int]]
+) -> Callable[[int], list[int]]:
+    """``measure``, with the hammer running or stopped. It runs on the CPUs the measuring
+    client does not use (if there are any): the PING then waits for the daemon's work on
+    the hammer's requests, not for the hammer's own time on the client's CPU."""
+    cpus = frozenset(os.sched_getaffinity(0)) - (mode.client or frozenset())
+    elsewhere = cpus if mode.client is not None and cpus else None
+
+    def measured(count: int) -> list[int]:
+        if not running:
+            return measure(count)
+        pin_process(hammer.pid, elsewhere)
+        hammer.send_signal(signal.SIGCONT)
+        try:
+            return measure(count)
+        finally:
+            hammer.send_signal(signal.SIGSTOP)
+
+    return measured
 
 
 def _toggler(client: hycan.DaemonClient) -> Callable[[int], list[int]]:
@@ -142,6 +182,7 @@ def _oneshot_measurer(path: str, frames: Sequence[bytes]) -> Callable[[int], lis
     )
 
 
+_PING = encode_request(Op.PING, b"")
 _TOGGLE_FRAMES = (
     encode_request(Op.INTERFACE_UP, b"veth0"),
     encode_request(Op.INTERFACE_DOWN, b"veth0"),
@@ -225,9 +266,32 @@ def _netlink_rows(
             note="diagnostic",
         ),
     ]
+    rows.append(_head_of_line_row(mode, runs))
     if with_cref:
         rows.extend(_cref_rows(mode, runs))
     return rows
+
+
+def _head_of_line_row(mode: str, runs: Callable[[str], list[Summary]]) -> Row:
+    """PING p99 while another client toggles without pause, vs idle (issue 18: <= 2x)."""
+    idle, busy = runs("ping_idle"), runs("ping_busy")
+    row = latency_row(
+        "netlink",
+        "PING (raw client) while another client toggles veth1 without pause",
+        mode,
+        busy,
+        goal=f"p99 <= {_HOL_LIMIT}x the idle p99",
+        goal_id="no head-of-line blocking",
+        note=f"idle: p50 {median([s.p50 for s in idle]):.1f} µs, "
+        f"p99 {median([s.p99 for s in idle]):.1f} µs",
+    )
+    row.ratio = median([b.p99 / i.p99 for b, i in zip(busy, idle, strict=True)])
+    row.baseline = "idle p99"
+    row.met = row.ratio <= _HOL_LIMIT
+    return row
+
+
+_HOL_LIMIT = 2.0
 
 
 def _cref_rows(mode: str, runs: Callable[[str], list[Summary]]) -> list[Row]:

@@ -70,7 +70,13 @@ def test_quick_bench_writes_every_section(tmp_path: Path) -> None:
     assert rows["PING: trio AsyncDaemonClient"]["ratio"] is not None
 
     goals = {goal["goal"] for goal in data["goals"]}
-    assert {"1a cheap op PING", "2 throughput", "4a import hycan", "4b CLI round trip"} <= goals
+    assert {
+        "1a cheap op PING",
+        "2 throughput",
+        "4a import hycan",
+        "4b CLI round trip",
+        "5 trio client",
+    } <= goals
     if not data["sections"]["netlink"]["skipped"]:
         assert {"3a up/down vs IPRoute", "3b up/down vs ip link"} <= goals
         # The C reference of the C++ design is built and measured whenever a compiler is
