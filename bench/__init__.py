@@ -8,7 +8,9 @@ Five parts (see docs/perf.md for how to read the table):
    with ``taskset`` and unpinned.
 2. ``throughput`` -- 64 concurrent clients in several processes vs the same echo server.
 3. ``netlink`` -- as root, in a throwaway netns with a veth pair: up/down through the daemon
-   vs in-process pyroute2 ``IPRoute`` (reused) vs spawning ``ip link set``.
+   vs in-process pyroute2 ``IPRoute`` (reused) vs spawning ``ip link set``, the C
+   reference of the C++ design, PING while another client toggles (``_hammer``), and the
+   toggle with 10 vs 5,000 links in the namespace (``scale``).
 4. ``startup`` -- ``import hycan`` and a one-shot ``hycan up`` vs ``python -c pass``.
 5. ``clients`` -- the trio client vs the sync client on PING.
 

@@ -86,11 +86,11 @@ def part_netlink(cfg: Config, workdir: str, modes: list[Mode], results: Results)
                     cpus = ",".join(map(str, sorted(mode.client))) if mode.client else "-"
                     with pinned(mode, server_pids):
                         targets = {
-                            "daemon": _toggler(client),
+                            "daemon": toggler(client),
                             "iproute": by_method["iproute"].measurer(cpus),
                             "backend": by_method["backend"].measurer(cpus),
                             "daemon_fail": measurer(raw, UP_MISSING),
-                            "threaded": _toggler(threaded_client),
+                            "threaded": toggler(threaded_client),
                             "threaded_fail": measurer(threaded_raw, UP_MISSING),
                             "ping_idle": _beside(hammer, mode, False, measurer(raw, _PING)),
                             "ping_busy": _beside(hammer, mode, True, measurer(raw, _PING)),
@@ -150,7 +150,7 @@ def _beside(
     return measured
 
 
-def _toggler(client: hycan.DaemonClient) -> Callable[[int], list[int]]:
+def toggler(client: hycan.DaemonClient) -> Callable[[int], list[int]]:
     """Up/down of veth0 through the daemon with the sync client, per-call times in ns."""
 
     def toggle(i: int) -> None:

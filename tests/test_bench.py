@@ -78,7 +78,12 @@ def test_quick_bench_writes_every_section(tmp_path: Path) -> None:
         "5 trio client",
     } <= goals
     if not data["sections"]["netlink"]["skipped"]:
-        assert {"3a up/down vs IPRoute", "3b up/down vs ip link"} <= goals
+        assert {
+            "3a up/down vs IPRoute",
+            "3b up/down vs ip link",
+            "no head-of-line blocking",
+            "scale: toggle with 5,000 links",
+        } <= goals
         # The C reference of the C++ design is built and measured whenever a compiler is
         # there (CI installs gcc); otherwise the section says why its rows are missing.
         if shutil.which("cc") or shutil.which("gcc"):

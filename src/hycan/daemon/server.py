@@ -275,10 +275,14 @@ class Server:
 
     def _promote_the_patient(self, clients: trio.Nursery) -> None:
         """Give every connection that has waited ``_DOORSTEP`` at the door its task."""
+        greetings = self._greetings
+        if not greetings:
+            return
         now = trio.current_time()
-        for greeting in list(self._greetings.values()):  # oldest first
+        while greetings:
+            greeting = next(iter(greetings.values()))  # the oldest
             if now - greeting.since < _DOORSTEP:
-                break
+                return
             self._promote(greeting, clients)
 
     def _admit(self, conn: socket.socket, clients: trio.Nursery) -> None:
