@@ -15,7 +15,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import hycan
-from hycan._names import encode_name, name_problem
+from hycan._names import _problem, encode_name, name_problem
 from hycan._protocol import Op, Request, RequestDecoder, encode_request
 from tests.conftest import Netns
 
@@ -59,6 +59,11 @@ NAMES = st.one_of(
 def test_names_are_exactly_the_kernels_plus_hycans_stricter_rules(name: bytes) -> None:
     valid = name_problem(name) is None
     assert valid == (kernel_dev_valid_name(name) and not hycan_stricter(name))
+
+
+@given(st.text("abcXYZ019_.-/:%\n", max_size=17).map(str.encode))
+def test_the_plain_name_fast_path_answers_as_the_full_checks(name: bytes) -> None:
+    assert name_problem(name) == _problem(name)
 
 
 @pytest.mark.parametrize(

@@ -145,10 +145,9 @@ _CLASS_BY_CODE: dict[int, type[HycanError]] = {
 }
 
 
+_KNOWN = {int(code): code for code in ErrorCode}
+
+
 def error_for_code(code: int, message: str) -> HycanError:
     """Build the exception that a failure response with ``code`` stands for."""
-    try:
-        wire_code: ErrorCode | int = ErrorCode(code)
-    except ValueError:
-        wire_code = code
-    return _CLASS_BY_CODE.get(code, OperationFailed)(message, wire_code)
+    return _CLASS_BY_CODE.get(code, OperationFailed)(message, _KNOWN.get(code, code))
