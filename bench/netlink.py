@@ -92,14 +92,14 @@ def part_netlink(cfg: Config, workdir: str, modes: list[Mode], results: Results)
                             "daemon_fail": measurer(raw, UP_MISSING),
                             "threaded": toggler(threaded_client),
                             "threaded_fail": measurer(threaded_raw, UP_MISSING),
-                            "ping_idle": _beside(hammer, mode, False, measurer(raw, _PING)),
-                            "ping_busy": _beside(hammer, mode, True, measurer(raw, _PING)),
+                            "ping_idle": _beside(hammer, mode, False, measurer(raw, PING_FRAME)),
+                            "ping_busy": _beside(hammer, mode, True, measurer(raw, PING_FRAME)),
                         }
                         if cref_binary is not None:
                             targets["client_fail"] = _failer(client)
-                            targets["cpc"] = _oneshot_measurer(path, _TOGGLE_FRAMES)
+                            targets["cpc"] = _oneshot_measurer(path, TOGGLE_FRAMES)
                             targets["cpc_fail"] = _oneshot_measurer(path, [UP_MISSING])
-                            targets["cref"] = _oneshot_measurer(cref_path, _TOGGLE_FRAMES)
+                            targets["cref"] = _oneshot_measurer(cref_path, TOGGLE_FRAMES)
                             targets["cref_fail"] = _oneshot_measurer(cref_path, [UP_MISSING])
                         samples = interleaved(cfg, targets, cfg.netlink_count)
                         samples["ip"] = by_method["ip"].measurer(cpus)(cfg.ip_count)
@@ -182,8 +182,8 @@ def _oneshot_measurer(path: str, frames: Sequence[bytes]) -> Callable[[int], lis
     )
 
 
-_PING = encode_request(Op.PING, b"")
-_TOGGLE_FRAMES = (
+PING_FRAME = encode_request(Op.PING, b"")
+TOGGLE_FRAMES = (
     encode_request(Op.INTERFACE_UP, b"veth0"),
     encode_request(Op.INTERFACE_DOWN, b"veth0"),
 )
