@@ -1,12 +1,12 @@
 """Before/after of one lever: the daemon of an earlier commit beside this tree's, same run.
 
-``python -m bench.ab REV`` (root) checks ``REV`` out into a temporary git worktree, starts
-its hycan-daemon and this tree's (``PYTHONPATH`` picks the tree) in one throwaway netns
-with a veth pair, pins them and this process to one CPU (the bench's ``pinned`` mode), and
-times the same calls against both in rotating blocks, so the ratio after/before carries
-the run's noise on both sides. The clients are always this tree's; a lever in the client
-library is measured by running the driver under each tree instead (docs/perf.md says how
-each lever's row was made).
+``python -m bench.ab REV [--after REV2]`` (root) checks ``REV`` out into a temporary git
+worktree, starts its hycan-daemon and this tree's (or ``REV2``'s; ``PYTHONPATH`` picks the
+tree) in one throwaway netns with a veth pair, pins them and this process to one CPU (the
+bench's ``pinned`` mode), and times the same calls against both in rotating blocks, so
+the ratio after/before carries the run's noise on both sides. The clients are always
+this tree's; a lever in the client library is measured by running a driver under each
+tree instead (docs/perf.md says how each lever's row was made).
 
 Calls (``--calls``): ``ping``, ``fail`` (UP of a missing name), ``toggle`` (up/down of
 veth0) on one persistent raw connection; the same with ``-cpc`` for a new connection per
@@ -42,6 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point."""
     parser = argparse.ArgumentParser(prog="python -m bench.ab", description=__doc__.split("\n")[0])
     parser.add_argument("rev", help="the commit to compare with (e.g. HEAD~1)")
+    parser.add_argument("--after", metavar="REV", help="a commit instead of this tree")
     parser.add_argument("--calls", default=DEFAULT_CALLS, help=f"default {DEFAULT_CALLS}")
     parser.add_argument("--count", type=int, default=500, help="calls per block")
     parser.add_argument("--rounds", type=int, default=6, help="blocks per call and daemon")
@@ -49,9 +50,12 @@ def main(argv: list[str] | None = None) -> int:
     if os.geteuid() != 0:
         parser.error("needs root (a throwaway network namespace)")
     calls = args.calls.split(",")
-    with _worktree(args.rev) as before, tempfile.TemporaryDirectory(prefix="hycan-ab-") as tmp:
-        p50 = _measure({"before": before, "after": ROOT}, calls, tmp, args.count, args.rounds)
-    print(f"| call | {args.rev} p50 | this tree p50 | after/before |")
+    with contextlib.ExitStack() as stack:
+        before = stack.enter_context(_worktree(args.rev))
+        after = stack.enter_context(_worktree(args.after)) if args.after else ROOT
+        tmp = stack.enter_context(tempfile.TemporaryDirectory(prefix="hycan-ab-"))
+        p50 = _measure({"before": before, "after": after}, calls, tmp, args.count, args.rounds)
+    print(f"| call | {args.rev} p50 | {args.after or 'this tree'} p50 | after/before |")
     print("|---|---|---|---|")
     for call in calls:
         old, new = p50[("before", call)], p50[("after", call)]

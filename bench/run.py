@@ -22,7 +22,7 @@ from bench._system import latency_modes, machine_info, netns_unavailable, servic
 from bench.cheap_op import part_cheap_op
 from bench.clients import part_clients
 from bench.netlink import part_netlink
-from bench.scale import part_scale
+from bench.scale import part_scale, part_vm_scale
 from bench.startup import part_startup
 from bench.throughput import part_throughput
 
@@ -89,6 +89,7 @@ def run_sections(cfg: Config, workdir: str, results: Results) -> bool:
                         continue
                     part_netlink(cfg, workdir, modes, results)
                     part_scale(cfg, workdir, modes, results)
+                    part_vm_scale(cfg, results)
                     continue
                 assert servers is not None
                 if section == "cheap_op":

@@ -13,6 +13,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -84,6 +85,10 @@ def test_quick_bench_writes_every_section(tmp_path: Path) -> None:
             "no head-of-line blocking",
             "scale: toggle with 5,000 links",
         } <= goals
+        # The VM's 1,000-vcan rows boot qemu for minutes: a full run only, and it says so.
+        assert any(
+            "VM scale rows skipped: not in --quick" in note for note in notes_of_netlink(data)
+        )
         # The C reference of the C++ design is built and measured whenever a compiler is
         # there (CI installs gcc); otherwise the section says why its rows are missing.
         if shutil.which("cc") or shutil.which("gcc"):
@@ -102,6 +107,11 @@ def test_quick_bench_writes_every_section(tmp_path: Path) -> None:
         assert png.stat().st_size > 0
     else:
         assert "plot not written: matplotlib is not installed" in result.stdout
+
+
+def notes_of_netlink(data: dict[str, Any]) -> list[str]:
+    notes: list[str] = data["sections"]["netlink"]["notes"]
+    return notes
 
 
 def test_the_hycan_package_carries_no_benchmark() -> None:
