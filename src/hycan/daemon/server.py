@@ -363,8 +363,8 @@ class Server:
 
     def _leave_the_door(self, greeting: _Greeting) -> None:
         fd = greeting.sock.fileno()
-        del self._greetings[fd]
-        self._door.unregister(fd)
+        if self._greetings.pop(fd, None) is not None:  # once, even on an error path
+            self._door.unregister(fd)
 
     def _send_away_greetings(self) -> None:
         """Close the connections that have no task (all idle: shutting down)."""
