@@ -45,7 +45,7 @@ async def read_replies(sock: socket.socket, count: int) -> list[Response]:
     return found
 
 
-async def settled(server: Server) -> None:
+async def settled() -> None:
     """Until the server has read everything the test sent (and acted on it)."""
     await trio.testing.wait_all_tasks_blocked()
 
@@ -63,9 +63,9 @@ async def test_a_one_call_client_gets_its_answer_and_no_task(daemon: InProcessDa
             sock.sendall(encode_request(Op.CREATE_VCAN, b"door0"))
             (reply,) = await read_replies(sock, 1)
             assert reply.success
-            await settled(daemon.server)
+            await settled()
             assert tasks(daemon.server) == 0
-        await settled(daemon.server)
+        await settled()
         assert daemon.server.clients == 0  # its EOF was read at the door
     assert daemon.backend.status("door0").exists
 
@@ -78,7 +78,7 @@ async def test_a_second_request_gives_the_connection_its_task(daemon: InProcessD
         sock.sendall(PING)
         (reply,) = await read_replies(sock, 1)
         assert reply.success
-        await settled(daemon.server)
+        await settled()
         assert tasks(daemon.server) == 1
         assert daemon.server.clients == 1
 
@@ -89,7 +89,7 @@ async def test_a_first_request_in_pieces_is_answered(daemon: InProcessDaemon) ->
     with sock:
         for byte in frame:
             sock.sendall(bytes([byte]))
-            await settled(daemon.server)
+            await settled()
         (reply,) = await read_replies(sock, 1)
         assert reply.success and json.loads(reply.message)["exists"] is False
 
@@ -160,7 +160,7 @@ async def test_shutdown_closes_the_connections_at_the_door(
     waiting = [connect(bound.path) for _ in range(3)]
     waiting[0].sendall(PING)
     await read_replies(waiting[0], 1)
-    await settled(server)
+    await settled()
     assert server.clients == 3 and tasks(server) == 0
     server.shutdown()
     with trio.fail_after(5):

@@ -221,7 +221,6 @@ class Server:
                             streak = 0
                             await trio.lowlevel.checkpoint()  # the clients' tasks get a turn
                 self._ticking.cancel()
-                self._send_away_greetings()
                 clients.cancel_scope.deadline = trio.current_time() + self.limits.grace
         finally:
             self._send_away_greetings()
@@ -329,8 +328,6 @@ class Server:
                 self._promote(greeting, clients)  # a second request: a client of many calls
                 return
             replies, fault, more = self._answer_batch(decoder, session)
-            if not more and session.pending_fd is not None:
-                session.drop_fd()  # sent with a request that was not NETNS
             unsent = b"".join(replies)
             if unsent:
                 greeting.answered = True
@@ -479,8 +476,6 @@ class Server:
                             return
                         decoder.receive_data(data)
                     replies, fault, more = self._answer_batch(decoder, session)
-                    if not more and session.pending_fd is not None:
-                        session.drop_fd()  # sent with a request that was not NETNS
             finally:
                 self._connections.discard(connection)
         if scope.cancelled_caught and not self._stopping:
@@ -508,8 +503,10 @@ class Server:
         """The encoded replies of one turn: at most ``_BATCH``, and no more once the turn took
         ``_TURN`` (a pipeline of slow link changes must not hold up other clients). Also
         whether answering failed (a bug: logged, answered "internal error", and the
-        connection is to be closed) and whether the turn ended with requests left."""
+        connection is to be closed) and whether the turn ended with requests left; once
+        none are left, a received descriptor no NETNS took is closed."""
         replies: list[bytes] = []
+        fault = more = False
         started = time.perf_counter()
         while isinstance(event := decoder.next_event(), Request | BadRequest):
             try:
@@ -521,12 +518,16 @@ class Server:
                     session.peer.pid,
                 )
                 replies.append(_INTERNAL_ERROR)
-                return replies, True, False
+                fault = True
+                break
             if session in self._watchers:
-                return replies, False, False  # the connection carries events from now on
+                break  # the connection carries events from now on
             if len(replies) == _BATCH or time.perf_counter() - started > _TURN:
-                return replies, False, True
-        return replies, False, False
+                more = True
+                break
+        if not more:
+            session.drop_fd()  # a descriptor sent with requests none of which was NETNS
+        return replies, fault, more
 
     def _answer(self, event: Request | BadRequest, session: Session) -> bytes:
         audit = self.audit
