@@ -30,8 +30,8 @@ from bench._client import RawClient
 from bench._measure import pinned
 from bench._servers import UP_MISSING
 from bench._stats import median, time_each
-from bench._system import Mode, Service, allowed_cpus, python_module, services, throwaway_netns
-from bench.netlink import PING_FRAME, TOGGLE_FRAMES, toggler
+from bench._system import Mode, Service, allowed_cpus, services, throwaway_netns
+from bench.netlink import PING_FRAME, TOGGLE_FRAMES, failer, netlink_daemon, toggler
 
 ROOT = Path(__file__).resolve().parent.parent
 FRAMES = {"ping": [PING_FRAME], "fail": [UP_MISSING], "toggle": list(TOGGLE_FRAMES)}
@@ -85,12 +85,9 @@ def _measure(
         paths = {}
         for label, tree in trees.items():
             path = os.path.join(tmp, f"{label}.sock")
-            argv = python_module(
-                "hycan.daemon.main", "--backend", "netlink", "--group", "",
-                "--allow-iface", "veth*", "--socket", path,
-            )  # fmt: skip
             env = ["env", f"PYTHONPATH={tree / 'src'}"]
-            service = Service(label, ["ip", "netns", "exec", netns, *env, *argv], path + ".log")
+            argv = ["ip", "netns", "exec", netns, *env, *netlink_daemon(path)]
+            service = Service(label, argv, path + ".log")
             started.append(service)
             service.start()
             paths[label] = path
@@ -119,17 +116,11 @@ def _target(stack: contextlib.ExitStack, path: str, call: str) -> Callable[[int]
         client = stack.enter_context(hycan.DaemonClient(path, timeout=30))
         if base == "toggle":
             return toggler(client)
-        return lambda count: time_each(lambda _: _call(client, base), count)
+        if base == "fail":
+            return failer(client)
+        return lambda count: time_each(lambda _: client.ping(), count)
     raw = stack.enter_context(contextlib.closing(RawClient(path)))
     return lambda count: time_each(lambda i: raw.roundtrip(frames[i % len(frames)]), count)
-
-
-def _call(client: hycan.DaemonClient, base: str) -> None:
-    if base == "ping":
-        client.ping()
-        return
-    with contextlib.suppress(hycan.InterfaceNotFound):
-        client.up("missing0")
 
 
 if __name__ == "__main__":

@@ -38,18 +38,7 @@ def part_netlink(cfg: Config, workdir: str, modes: list[Mode], results: Results)
     with throwaway_netns() as netns, services() as started:
         progress(f"part 3 netlink: netns {netns}")
         exec_in = ["ip", "netns", "exec", netns]
-        daemon_argv = python_module(
-            "hycan.daemon.main",
-            "--backend",
-            "netlink",
-            "--group",
-            "",
-            "--allow-iface",
-            "veth*",
-            "--socket",
-            path,
-        )
-        daemon = Service("netlink daemon", [*exec_in, *daemon_argv], path + ".log")
+        daemon = Service("netlink daemon", [*exec_in, *netlink_daemon(path)], path + ".log")
         started.append(daemon)
         daemon.start()
         threaded_path = os.path.join(workdir, "threaded.sock")
@@ -96,7 +85,7 @@ def part_netlink(cfg: Config, workdir: str, modes: list[Mode], results: Results)
                             "ping_busy": _beside(hammer, mode, True, measurer(raw, PING_FRAME)),
                         }
                         if cref_binary is not None:
-                            targets["client_fail"] = _failer(client)
+                            targets["client_fail"] = failer(client)
                             targets["cpc"] = _oneshot_measurer(path, TOGGLE_FRAMES)
                             targets["cpc_fail"] = _oneshot_measurer(path, [UP_MISSING])
                             targets["cref"] = _oneshot_measurer(cref_path, TOGGLE_FRAMES)
@@ -150,6 +139,14 @@ def _beside(
     return measured
 
 
+def netlink_daemon(path: str) -> list[str]:
+    """argv of hycan-daemon on the netlink backend, allowed to change the veth links."""
+    return python_module(
+        "hycan.daemon.main", "--backend", "netlink", "--group", "", "--allow-iface", "veth*",
+        "--socket", path,
+    )  # fmt: skip
+
+
 def toggler(client: hycan.DaemonClient) -> Callable[[int], list[int]]:
     """Up/down of veth0 through the daemon with the sync client, per-call times in ns."""
 
@@ -162,7 +159,7 @@ def toggler(client: hycan.DaemonClient) -> Callable[[int], list[int]]:
     return lambda count: time_each(toggle, count)
 
 
-def _failer(client: hycan.DaemonClient) -> Callable[[int], list[int]]:
+def failer(client: hycan.DaemonClient) -> Callable[[int], list[int]]:
     """UP of a missing name with the sync client (it raises), per-call times in ns."""
 
     def fail(_: int) -> None:

@@ -22,12 +22,11 @@ from bench._config import Config, progress
 from bench._measure import interleaved, pinned
 from bench._report import Results, Row, latency_row
 from bench._stats import Summary, median, summarize_ns
-from bench._system import Mode, Service, python_module, services, throwaway_netns
-from bench.netlink import toggler
+from bench._system import Mode, Service, services, throwaway_netns
+from bench.netlink import netlink_daemon, toggler
 
 SMALL, LARGE = 10, 5000  # links in each namespace (veth0/veth1 included; lo not counted)
 LIMIT = 1.2
-_DAEMON = ("hycan.daemon.main", "--backend", "netlink", "--group", "", "--allow-iface", "veth*")
 
 
 def part_scale(cfg: Config, workdir: str, modes: list[Mode], results: Results) -> None:
@@ -39,7 +38,7 @@ def part_scale(cfg: Config, workdir: str, modes: list[Mode], results: Results) -
         for links in (SMALL, LARGE):
             netns = stack.enter_context(_netns_with(links))
             path = os.path.join(workdir, f"scale{links}.sock")
-            argv = ["ip", "netns", "exec", netns, *python_module(*_DAEMON, "--socket", path)]
+            argv = ["ip", "netns", "exec", netns, *netlink_daemon(path)]
             daemon = Service(f"daemon, {links} links", argv, path + ".log")
             started.append(daemon)
             daemon.start()
