@@ -1,17 +1,18 @@
 """The real backend: rtnetlink through AF_NETLINK sockets kept open for the daemon's life.
 
-Requests are built with pyroute2's ``ifinfmsg`` class (no hand-packed netlink), but sent on
-our own blocking socket instead of through pyroute2's asyncio-based ``IPRoute``: rtnetlink
-answers synchronously inside ``send()``, so a request costs one send and one receive.
+Requests are sent on our own blocking socket instead of through pyroute2's asyncio-based
+``IPRoute``: rtnetlink answers synchronously inside ``send()``, so a request costs one send
+and one receive.
 A name is resolved once into the link it means (:meth:`NetlinkBackend.resolve`, from the
 notification-kept cache); changes then address that link by index, so they land on the
 link the policy judged. No subprocess, no shell.
 
 What keeps a request in the tens of microseconds (see docs/perf.md):
 
-- Building an ``ifinfmsg`` costs ~90 µs, more than the kernel takes to act on it. Each
-  distinct request (type, flags, name, attributes) is built once by pyroute2 and kept
-  encoded; later sends copy it and patch only the sequence number.
+- Building an ``ifinfmsg`` with pyroute2 costs 25-60 µs, more than the kernel takes to
+  act on it, and a create, up or delete of a new link is always a new request. Link
+  requests are packed with ``struct`` (:mod:`~hycan.backends._linkreq`, byte for byte
+  what pyroute2 builds, which a test checks); only CAN settings are built by pyroute2.
 - Decoding a whole RTM_NEWLINK with ``ifinfmsg.decode()`` costs 200-700 µs (it decodes
   every statistic and per-family block). STATUS asks the kernel to leave out the
   statistics it can skip (``IFLA_EXT_MASK`` = ``RTEXT_FILTER_SKIP_STATS``) and reads only
@@ -63,7 +64,15 @@ from hycan._netns import Netns
 from hycan.backends import _cangw
 from hycan.backends._canlink import can_restart_attrs, can_settings_attrs
 from hycan.backends._linkkinds import LinkKinds
-from hycan.backends._linkmsg import NLMSG_HEADER, U32, parse_link
+from hycan.backends._linkmsg import IFLA_IFALIAS, IFLA_MTU, NLMSG_HEADER, U32, parse_link
+from hycan.backends._linkreq import (
+    IFLA_EXT_MASK,
+    IFLA_IF_NETNSID,
+    IFLA_NET_NS_FD,
+    link_request,
+    str_attr,
+    u32_attr,
+)
 from hycan.backends._monitor import NetlinkMonitor
 from hycan.backends.base import LinkRef, LinkStatus, Route
 
@@ -71,7 +80,6 @@ _SEQ_OFFSET = 8  # of the sequence number inside the header
 _NLMSG_ERRNO = struct.Struct("=i")
 _RECV_SIZE = 65536
 RTEXT_FILTER_SKIP_STATS = 1 << 3
-_MAX_CACHED = 1024  # encoded requests kept (names are client-chosen: bound the memory)
 
 
 class NetlinkBackend:
@@ -88,16 +96,15 @@ class NetlinkBackend:
     def __init__(self, *, timeout: float = 5.0, netns: Netns | None = None) -> None:
         self._timeout = timeout
         self._seq = 0
-        self._encoded: dict[tuple[Any, ...], bytes] = {}
         self._sock, self._poll = self._open()
         self._netns = netns
-        self._target: list[Any] = []  # the IFLA_TARGET_NETNSID of every request but creates
+        self._nsid: int | None = None  # the IFLA_TARGET_NETNSID of every request but creates
         self._kinds: LinkKinds | None = None
         if netns is None:
             self._kinds = LinkKinds()
         else:
             try:
-                self._target = [("IFLA_IF_NETNSID", self._netnsid(netns.fd))]
+                self._nsid = self._netnsid(netns.fd)
             except BaseException:
                 self._sock.close()
                 raise
@@ -151,15 +158,19 @@ class NetlinkBackend:
         ``peer`` in VXCAN_INFO_PEER, created in the daemon's namespace); ``up`` sets
         IFF_UP in the same message (the only way to bring up a link of another namespace
         from outside it: the kernel takes no IFLA_TARGET_NETNSID on a change)."""
-        self._request(
+        flags = IFF_UP if up else 0
+        place = u32_attr(IFLA_NET_NS_FD, self._netns.fd) if self._netns is not None else b""
+        frame = link_request(
             RTM_NEWLINK,
             NLM_F_CREATE | NLM_F_EXCL,
-            name,
+            name=name,
+            flags=flags,
+            change=flags,
+            attrs=place,
             kind=kind,
             peer=peer,
-            flags=IFF_UP if up else None,
-            change=IFF_UP if up else None,
         )
+        self._request(frame, name)
 
     def resolve(self, name: str) -> LinkRef:
         """The link ``name`` means; ENODEV if none. Answered from :class:`LinkKinds`
@@ -183,37 +194,37 @@ class NetlinkBackend:
 
         The kernel announces an alias change only for a link that is up, so the cache is
         told here (see LinkKinds on what that leaves out)."""
-        self._request(RTM_NEWLINK, 0, link, attrs=[("IFLA_IFALIAS", alias)])
+        self._request(self._change(link, attrs=str_attr(IFLA_IFALIAS, alias)), link.name)
         if self._kinds is not None:
             self._kinds.remember(link.name, link._replace(alias=alias or None))
 
     def links(self) -> list[LinkStatus]:
         """Every link of the namespace (an RTM_GETLINK dump, statistics skipped)."""
         found: list[bytes] = []
-        self._request(
-            RTM_GETLINK, NLM_F_DUMP, "", ext_mask=RTEXT_FILTER_SKIP_STATS, ack=False, dump=found
-        )
+        mask = u32_attr(IFLA_EXT_MASK, RTEXT_FILTER_SKIP_STATS)
+        dump = link_request(RTM_GETLINK, NLM_F_DUMP, attrs=self._where() + mask, ack=False)
+        self._request(dump, "", ack=False, dump=found)
         return [parse_link("", message) for message in found]
 
     def set_up(self, link: LinkRef, up: bool) -> None:
         """RTM_NEWLINK changing only IFF_UP."""
-        self._request(RTM_NEWLINK, 0, link, flags=IFF_UP if up else 0, change=IFF_UP)
+        self._request(self._change(link, flags=IFF_UP if up else 0, change=IFF_UP), link.name)
 
     def delete_link(self, link: LinkRef) -> None:
         """RTM_DELLINK."""
-        self._request(RTM_DELLINK, 0, link)
+        self._request(self._change(link, msg_type=RTM_DELLINK), link.name)
 
     def set_mtu(self, link: LinkRef, mtu: int) -> None:
         """RTM_NEWLINK with IFLA_MTU."""
-        self._request(RTM_NEWLINK, 0, link, attrs=[("IFLA_MTU", mtu)])
+        self._request(self._change(link, attrs=u32_attr(IFLA_MTU, mtu)), link.name)
 
     def set_can(self, link: LinkRef, settings: CanSettings) -> None:
         """RTM_NEWLINK with kind "can" data, as ``ip link set NAME type can ...``."""
-        self._request(RTM_NEWLINK, 0, link, attrs=can_settings_attrs(settings))
+        self._request(self._pyroute2_change(link, can_settings_attrs(settings)), link.name)
 
     def restart_can(self, link: LinkRef) -> None:
         """RTM_NEWLINK with IFLA_CAN_RESTART, as ``ip link set NAME type can restart``."""
-        self._request(RTM_NEWLINK, 0, link, attrs=can_restart_attrs())
+        self._request(self._pyroute2_change(link, can_restart_attrs()), link.name)
 
     def add_route(self, route: Route) -> None:
         """RTM_NEWROUTE of a CAN gateway job (``cangw -A``)."""
@@ -253,7 +264,9 @@ class NetlinkBackend:
 
     def _getlink(self, name: str, ext_mask: int) -> LinkStatus:
         try:
-            reply = self._request(RTM_GETLINK, 0, name, ext_mask=ext_mask, ack=False)
+            mask = u32_attr(IFLA_EXT_MASK, ext_mask)
+            query = link_request(RTM_GETLINK, 0, name=name, attrs=self._where() + mask, ack=False)
+            reply = self._request(query, name, ack=False)
         except OSError as exc:
             if exc.errno == errno.ENODEV:
                 return LinkStatus(name, exists=False)
@@ -268,78 +281,46 @@ class NetlinkBackend:
         if self._kinds is not None:
             self._kinds.close()
 
-    def _build(
+    def _where(self) -> bytes:
+        """The IFLA_TARGET_NETNSID a request (but a create) carries for another namespace."""
+        return b"" if self._nsid is None else u32_attr(IFLA_IF_NETNSID, self._nsid)
+
+    def _change(
         self,
-        msg_type: int,
-        nl_flags: int,
-        target: str | LinkRef,
+        link: LinkRef,
         *,
-        kind: str | None = None,
-        flags: int | None = None,
-        change: int | None = None,
-        ext_mask: int | None = None,
-        attrs: list[Any] | None = None,
-        ack: bool = True,
-        peer: str | None = None,
-    ) -> bytes:
-        """The request encoded by pyroute2 (sequence number 0), cached per distinct request
-        (requests with extra ``attrs``, the rare CAN settings, are not cached). A link is
-        addressed by index (a resolved :class:`LinkRef`) or by name (create, status)."""
-        index = target.ifindex if isinstance(target, LinkRef) else 0
-        key = (msg_type, nl_flags, index or target, kind, flags, change, ext_mask, ack, peer)
-        encoded = self._encoded.get(key) if attrs is None else None
-        if encoded is not None:
-            return encoded
+        msg_type: int = RTM_NEWLINK,
+        flags: int = 0,
+        change: int = 0,
+        attrs: bytes = b"",
+    ) -> bytearray:
+        """A request acting on ``link``, addressed by its index."""
+        return link_request(
+            msg_type, 0, index=link.ifindex, flags=flags, change=change, attrs=attrs + self._where()
+        )
+
+    def _pyroute2_change(self, link: LinkRef, attrs: list[Any]) -> bytearray:
+        """RTM_NEWLINK of ``link`` with ``attrs`` encoded by pyroute2 (CAN settings)."""
         msg = ifinfmsg()
-        msg["index"] = index
-        if flags is not None:
-            msg["flags"] = flags
-        if change is not None:
-            msg["change"] = change
-        nlas: list[Any] = [] if index or not target else [("IFLA_IFNAME", target)]
-        nlas += attrs or []
-        if self._netns is not None:
-            creating = nl_flags & NLM_F_CREATE
-            nlas += [("IFLA_NET_NS_FD", self._netns.fd)] if creating else self._target
-        if kind is not None:
-            info: list[Any] = [("IFLA_INFO_KIND", kind)]
-            if peer is not None:
-                peer_info = {"attrs": [("IFLA_IFNAME", peer)]}
-                info.append(("IFLA_INFO_DATA", {"attrs": [("VETH_INFO_PEER", peer_info)]}))
-            nlas.append(("IFLA_LINKINFO", {"attrs": info}))
-        if ext_mask is not None:
-            nlas.append(("IFLA_EXT_MASK", ext_mask))
-        msg["attrs"] = nlas
-        msg["header"]["type"] = msg_type
-        msg["header"]["flags"] = NLM_F_REQUEST | (NLM_F_ACK if ack else 0) | nl_flags
-        msg["header"]["sequence_number"] = 0
+        msg["index"] = link.ifindex
+        nsid = [] if self._nsid is None else [("IFLA_IF_NETNSID", self._nsid)]
+        msg["attrs"] = attrs + nsid
+        msg["header"]["type"] = RTM_NEWLINK
+        msg["header"]["flags"] = NLM_F_REQUEST | NLM_F_ACK
         msg.encode()
-        encoded = bytes(msg.data)
-        if attrs is not None:
-            return encoded
-        if len(self._encoded) >= _MAX_CACHED:
-            del self._encoded[next(iter(self._encoded))]  # the oldest entry
-        self._encoded[key] = encoded
-        return encoded
+        return bytearray(msg.data)
 
     def _request(
-        self,
-        msg_type: int,
-        nl_flags: int,
-        target: str | LinkRef,
-        *,
-        dump: list[bytes] | None = None,
-        **fields: Any,
+        self, frame: bytearray, name: str, *, ack: bool = True, dump: list[bytes] | None = None
     ) -> bytes | None:
-        """Send one request; return the RTM_NEWLINK reply (GET) or None (ACK), or with
-        ``dump`` collect every RTM_NEWLINK of a dump into it; errors -> OSError
+        """Send one request ``frame`` (its sequence number patched in); return the
+        RTM_NEWLINK reply (``ack=False``: a GET) or None (ACK), or with ``dump`` collect
+        every RTM_NEWLINK of a dump into it; errors -> OSError naming ``name``
         (TimeoutError when the kernel does not answer in time)."""
-        frame = bytearray(self._build(msg_type, nl_flags, target, **fields))
         seq = self._next_seq()
         U32.pack_into(frame, _SEQ_OFFSET, seq)
-        code, reply = self._transact(frame, seq, ack=fields.get("ack", True), dump=dump)
+        code, reply = self._transact(frame, seq, ack=ack, dump=dump)
         if code:
-            name = target.name if isinstance(target, LinkRef) else target
             raise OSError(code, os.strerror(code), name)
         return reply
 
