@@ -1,7 +1,8 @@
 """The link cache behind name resolution, against the real kernel (root, throwaway netns).
 
 A script runs inside the netns: it asks ``NetlinkBackend.resolve()`` while it changes links
-with ``ip``, and counts how often the backend had to ask the kernel (RTM_GETLINK).
+with ``ip``, and counts how often the backend had to ask the kernel (RTM_GETLINK). Orders
+of announcements a test cannot make the kernel produce are fed to the cache instead.
 """
 
 from __future__ import annotations
@@ -10,10 +11,12 @@ import json
 import textwrap
 
 import pytest
+from pyroute2.netlink.rtnl import RTM_DELLINK, RTM_NEWLINK
 
+from hycan.backends._linkkinds import LinkKinds
+from hycan.backends._linkreq import link_request
+from hycan.backends.base import LinkRef
 from tests.conftest import Netns
-
-pytestmark = pytest.mark.netns
 
 SCRIPT = textwrap.dedent(
     """
@@ -78,6 +81,7 @@ SCRIPT = textwrap.dedent(
 )
 
 
+@pytest.mark.netns
 def test_kind_cache_stays_exact(netns: Netns) -> None:
     result = netns.python(SCRIPT)
     assert result.returncode == 0, result.stderr
@@ -100,3 +104,91 @@ def test_kind_cache_stays_exact(netns: Netns) -> None:
     # Nothing answered from a stale entry: every changed name was asked again.
     counts = [asked for _, _, asked in steps.values()]
     assert counts == sorted(counts)
+
+
+CREATES = textwrap.dedent(
+    """
+    import json, subprocess
+    from hycan.backends.netlink import NetlinkBackend
+
+    backend = NetlinkBackend()
+    asked = []
+    status = backend.status
+    backend.status = lambda name: asked.append(name) or status(name)
+
+    def ip(*args):
+        subprocess.run(["ip", "link", *args], check=True)
+
+    def index(name):
+        out = subprocess.run(["ip", "-j", "link", "show", name], capture_output=True, text=True)
+        return json.loads(out.stdout)[0]["ifindex"]
+
+    def seen(name):
+        link = backend.resolve(name)
+        return [link.name, link.kind, link.ifindex == index(name), len(asked)]
+
+    steps = {}
+    backend.add_link("made0", "bridge")
+    steps["created"] = seen("made0")
+    backend.add_link("pair0", "veth", peer="pair1", up=True)
+    steps["a pair's end"] = seen("pair0")
+    steps["its peer"] = seen("pair1")
+    # A link of the name comes and goes unseen (no lookup between), then ours is created:
+    # the older link's announcement is read first and must not stick.
+    backend.resolve("made0")
+    ip("add", "old0", "type", "veth", "peer", "name", "old1")
+    ip("del", "old0")
+    backend.add_link("old0", "bridge")
+    steps["created after an older link of its name"] = seen("old0")
+    print(json.dumps(steps))
+    """
+)
+
+
+@pytest.mark.netns
+def test_a_created_link_is_learned_from_its_announcement(netns: Netns) -> None:
+    result = netns.python(CREATES)
+    assert result.returncode == 0, result.stderr
+    steps = json.loads(result.stdout)
+    assert steps["created"] == ["made0", "bridge", True, 0]  # no RTM_GETLINK
+    assert steps["a pair's end"] == ["pair0", "veth", True, 0]
+    assert steps["its peer"] == ["pair1", "veth", True, 0]
+    assert steps["created after an older link of its name"][:3] == ["old0", "bridge", True]
+
+
+class _Announcements:
+    """Stands in for the cache's notification socket: these datagrams, then nothing."""
+
+    def __init__(self, *messages: tuple[int, int, str]) -> None:
+        self._data = [bytes(link_request(t, 0, index=i, name=n)) for t, i, n in messages]
+
+    def recv(self, size: int) -> bytes:
+        if not self._data:
+            raise BlockingIOError
+        return self._data.pop(0)
+
+    def close(self) -> None:
+        pass
+
+
+@pytest.mark.parametrize(
+    ("announced", "learned"),
+    [
+        ([(RTM_NEWLINK, 7, "n0")], LinkRef(7, "n0", "bridge", None)),
+        # An older n0, gone before the create: nothing kept, n0 is asked of the kernel.
+        ([(RTM_NEWLINK, 5, "n0"), (RTM_DELLINK, 5, "n0"), (RTM_NEWLINK, 7, "n0")], None),
+        # Ours, deleted and replaced by someone else's n0 of unknown kind: not taken as ours.
+        ([(RTM_NEWLINK, 7, "n0"), (RTM_DELLINK, 7, "n0"), (RTM_NEWLINK, 9, "n0")], None),
+        # Ours, renamed away: n0 is free again, its new name is not learned as a bridge.
+        ([(RTM_NEWLINK, 7, "n0"), (RTM_NEWLINK, 7, "m0")], None),
+    ],
+)
+def test_only_the_created_link_is_learned(
+    announced: list[tuple[int, int, str]], learned: LinkRef | None
+) -> None:
+    kinds = LinkKinds()
+    kinds._sock.close()
+    kinds._sock = _Announcements(*announced)  # type: ignore[assignment]
+    kinds.created({"n0": "bridge"})
+    assert kinds.lookup("n0") == learned
+    assert kinds.lookup("m0") is None

@@ -100,6 +100,7 @@ class LinkKinds:
         self._links: dict[str, LinkRef] = {}  # own names of existing links
         self._missing: set[str] = set()  # names known not to exist
         self._names: dict[int, str] = {}  # ifindex -> name, for the links in _links
+        self._created: dict[str, str] = {}  # name -> kind, while :meth:`created` reads
         self._sock = self._open()
 
     @staticmethod
@@ -134,6 +135,19 @@ class LinkKinds:
         elif link.name == name:
             self._links[name] = link
             self._names[link.ifindex] = name
+
+    def created(self, kinds: dict[str, str]) -> None:
+        """Learn the links just created (``name -> kind``) from the kernel's announcements
+        of them, queued before the create returned, instead of asking the kernel again
+        with RTM_GETLINK (docs/perf.md, L18-5). The first RTM_NEWLINK of such a name
+        read now is taken as the new link; a link of that name announced before it (one
+        deleted or renamed since, for the create to succeed) is then undone by its own
+        later announcement, as every entry is, and the name is asked of the kernel."""
+        self._created = kinds
+        try:
+            self._drain()
+        finally:
+            self._created = {}
 
     def close(self) -> None:
         """Close the notification socket."""
@@ -187,3 +201,6 @@ class LinkKinds:
         if name is not None:
             self._links.pop(name, None)
             self._missing.discard(name)
+            kind = self._created.pop(name, None)
+            if kind is not None and msg_type == RTM_NEWLINK:
+                self.remember(name, LinkRef(index, name, kind, alias))

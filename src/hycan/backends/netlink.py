@@ -171,6 +171,8 @@ class NetlinkBackend:
             peer=peer,
         )
         self._request(frame, name)
+        if self._kinds is not None:  # a vxcan's peer is here too
+            self._kinds.created({name: kind} if peer is None else {name: kind, peer: kind})
 
     def resolve(self, name: str) -> LinkRef:
         """The link ``name`` means; ENODEV if none. Answered from :class:`LinkKinds`
