@@ -7,6 +7,7 @@ of announcements a test cannot make the kernel produce are fed to the cache inst
 
 from __future__ import annotations
 
+import errno
 import json
 import textwrap
 
@@ -108,7 +109,7 @@ def test_kind_cache_stays_exact(netns: Netns) -> None:
 
 CREATES = textwrap.dedent(
     """
-    import json, subprocess
+    import json, socket, subprocess
     from hycan.backends.netlink import NetlinkBackend
 
     backend = NetlinkBackend()
@@ -140,6 +141,15 @@ CREATES = textwrap.dedent(
     ip("del", "old0")
     backend.add_link("old0", "bridge")
     steps["created after an older link of its name"] = seen("old0")
+    # The same, with the announcements overflowing the cache's buffer unseen: the older
+    # link's is kept, the rest (its deletion, our create) lost.
+    backend._kinds._sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 256)
+    ip("add", "lost0", "type", "bridge")
+    for i in range(20):
+        ip("set", "lost0", "up" if i % 2 == 0 else "down")
+    ip("del", "lost0")
+    backend.add_link("lost0", "veth", peer="lost1")
+    steps["created after lost announcements"] = seen("lost0")
     print(json.dumps(steps))
     """
 )
@@ -154,18 +164,25 @@ def test_a_created_link_is_learned_from_its_announcement(netns: Netns) -> None:
     assert steps["a pair's end"] == ["pair0", "veth", True, 0]
     assert steps["its peer"] == ["pair1", "veth", True, 0]
     assert steps["created after an older link of its name"][:3] == ["old0", "bridge", True]
+    assert steps["created after lost announcements"][:3] == ["lost0", "veth", True]
 
 
 class _Announcements:
     """Stands in for the cache's notification socket: these datagrams, then nothing."""
 
-    def __init__(self, *messages: tuple[int, int, str]) -> None:
-        self._data = [bytes(link_request(t, 0, index=i, name=n)) for t, i, n in messages]
+    def __init__(self, *messages: tuple[int, int, str] | OSError) -> None:
+        self._data = [
+            m if isinstance(m, OSError) else bytes(link_request(m[0], 0, index=m[1], name=m[2]))
+            for m in messages
+        ]
 
     def recv(self, size: int) -> bytes:
         if not self._data:
             raise BlockingIOError
-        return self._data.pop(0)
+        data = self._data.pop(0)
+        if isinstance(data, OSError):
+            raise data
+        return data
 
     def close(self) -> None:
         pass
@@ -181,10 +198,13 @@ class _Announcements:
         ([(RTM_NEWLINK, 7, "n0"), (RTM_DELLINK, 7, "n0"), (RTM_NEWLINK, 9, "n0")], None),
         # Ours, renamed away: n0 is free again, its new name is not learned as a bridge.
         ([(RTM_NEWLINK, 7, "n0"), (RTM_NEWLINK, 7, "m0")], None),
+        # Lost announcements (ours among them): what follows is older, an n0 since deleted.
+        ([OSError(errno.ENOBUFS, "lost"), (RTM_NEWLINK, 5, "n0")], None),
+        ([(RTM_NEWLINK, 7, "n0"), OSError(errno.ENOBUFS, "lost"), (RTM_NEWLINK, 5, "n0")], None),
     ],
 )
 def test_only_the_created_link_is_learned(
-    announced: list[tuple[int, int, str]], learned: LinkRef | None
+    announced: list[tuple[int, int, str] | OSError], learned: LinkRef | None
 ) -> None:
     kinds = LinkKinds()
     kinds._sock.close()

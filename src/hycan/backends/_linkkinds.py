@@ -142,7 +142,8 @@ class LinkKinds:
         with RTM_GETLINK (docs/perf.md, L18-5). The first RTM_NEWLINK of such a name
         read now is taken as the new link; a link of that name announced before it (one
         deleted or renamed since, for the create to succeed) is then undone by its own
-        later announcement, as every entry is, and the name is asked of the kernel."""
+        later announcement, as every entry is, and the name is asked of the kernel. After
+        lost announcements nothing is learned."""
         self._created = kinds
         try:
             self._drain()
@@ -157,6 +158,9 @@ class LinkKinds:
         self._links.clear()
         self._missing.clear()
         self._names.clear()
+        # After lost notifications (ENOBUFS), what is read next is older than what was
+        # lost, a created link's own announcement perhaps among it: learn nothing more.
+        self._created = {}
 
     def _drain(self) -> None:
         while True:
