@@ -205,7 +205,7 @@ class NetlinkBackend:
         found: list[bytes] = []
         mask = u32_attr(IFLA_EXT_MASK, RTEXT_FILTER_SKIP_STATS)
         dump = link_request(RTM_GETLINK, NLM_F_DUMP, attrs=self._where() + mask, ack=False)
-        self._request(dump, "", ack=False, dump=found)
+        self._request(dump, "", dump=found)
         return [parse_link("", message) for message in found]
 
     def set_up(self, link: LinkRef, up: bool) -> None:
@@ -268,7 +268,7 @@ class NetlinkBackend:
         try:
             mask = u32_attr(IFLA_EXT_MASK, ext_mask)
             query = link_request(RTM_GETLINK, 0, name=name, attrs=self._where() + mask, ack=False)
-            reply = self._request(query, name, ack=False)
+            reply = self._request(query, name)
         except OSError as exc:
             if exc.errno == errno.ENODEV:
                 return LinkStatus(name, exists=False)
@@ -313,14 +313,15 @@ class NetlinkBackend:
         return bytearray(msg.data)
 
     def _request(
-        self, frame: bytearray, name: str, *, ack: bool = True, dump: list[bytes] | None = None
+        self, frame: bytearray, name: str, *, dump: list[bytes] | None = None
     ) -> bytes | None:
-        """Send one request ``frame`` (its sequence number patched in); return the
-        RTM_NEWLINK reply (``ack=False``: a GET) or None (ACK), or with ``dump`` collect
-        every RTM_NEWLINK of a dump into it; errors -> OSError naming ``name``
+        """Send one request ``frame`` (its sequence number patched in); return None (a
+        frame asking for an ACK) or the RTM_NEWLINK reply (a GET), or with ``dump``
+        collect every RTM_NEWLINK of a dump into it; errors -> OSError naming ``name``
         (TimeoutError when the kernel does not answer in time)."""
         seq = self._next_seq()
         U32.pack_into(frame, _SEQ_OFFSET, seq)
+        ack = bool(NLMSG_HEADER.unpack_from(frame)[2] & NLM_F_ACK)
         code, reply = self._transact(frame, seq, ack=ack, dump=dump)
         if code:
             raise OSError(code, os.strerror(code), name)
