@@ -43,7 +43,7 @@ from hycan.backends.base import LinkRef
 
 RTMGRP_LINK = 1  # the RTNLGRP_LINK group's bit in sockaddr_nl.nl_groups
 _HEADERS = NLMSG_HEADER.size + IFINFOMSG.size
-_WANTED = frozenset({IFLA_IFNAME, IFLA_PROP_LIST, IFLA_IFALIAS})
+_NAME_ALIAS_AND_ALTNAMES = frozenset({IFLA_IFNAME, IFLA_IFALIAS, IFLA_PROP_LIST})
 _NAME_AND_ALIAS = frozenset({IFLA_IFNAME, IFLA_IFALIAS})
 _NAME = frozenset({IFLA_IFNAME})
 _RECV_SIZE = 65536
@@ -63,7 +63,7 @@ def identity(data: bytes, start: int, end: int) -> tuple[str | None, str | None,
     alias (written early; owned links have one). One byte scan each proves absence.
     """
     if _aligned(data, IFLA_PROP_LIST, start, end):
-        wanted = _WANTED
+        wanted = _NAME_ALIAS_AND_ALTNAMES
     elif _aligned(data, IFLA_IFALIAS, start, end):
         wanted = _NAME_AND_ALIAS
     else:
